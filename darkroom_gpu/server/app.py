@@ -1,0 +1,74 @@
+"""Build the aiohttp application from validated settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from darkroom_gpu.config import Settings
+from darkroom_gpu.manipulators import Manipulator, create_manipulator
+from darkroom_gpu.metrics import Metrics
+from darkroom_gpu.server.image import handle_image
+from darkroom_gpu.server.middleware import request_middleware
+from darkroom_gpu.server.router import SourceRouter
+from darkroom_gpu.server.routes import handle_healthz, handle_metrics, handle_ping, handle_readyz
+from darkroom_gpu.server.state import MANIPULATOR, METRICS, READY, ROUTER, SETTINGS
+
+__all__ = ("create_app",)
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, manipulator: Manipulator | None = None) -> web.Application:
+    """Create the application.
+
+    Args:
+        settings: the validated configuration.
+        manipulator: the manipulator to use; by default one for ``settings.device``.
+
+    Raises:
+        UnsupportedDeviceError: the configured device cannot be used.
+    """
+    app = web.Application(middlewares=[request_middleware])
+    app[SETTINGS] = settings
+    app[ROUTER] = SourceRouter(settings.sources)
+    app[MANIPULATOR] = manipulator or create_manipulator(
+        settings.device, workers=settings.server.workers
+    )
+    app[METRICS] = Metrics()
+    app[READY] = asyncio.Event()
+    app.cleanup_ctx.append(_lifecycle)
+
+    # The server's own routes are registered first so that they win over any source.
+    app.router.add_get("/ping", handle_ping)
+    app.router.add_get("/healthz", handle_healthz)
+    app.router.add_get("/readyz", handle_readyz)
+    app.router.add_get("/metrics", handle_metrics)
+    app.router.add_get("/{path:.*}", handle_image)
+    return app
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    warm_up = asyncio.create_task(_warm_up(app))
+    yield
+    warm_up.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await warm_up
+    await app[MANIPULATOR].close()
+    await app[ROUTER].close()
+
+
+async def _warm_up(app: web.Application) -> None:
+    manipulator = app[MANIPULATOR]
+    try:
+        await manipulator.warm_up()
+    except Exception:
+        # /readyz keeps answering 503, so an orchestrator never routes traffic here.
+        logger.exception("warm-up of the %s manipulator failed; not ready", manipulator.device)
+        return
+    app[READY].set()
+    logger.info("ready: %s manipulator warmed up", manipulator.device)

@@ -1,0 +1,120 @@
+"""Request ids, the access log and the single place where errors become JSON responses."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Final
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from darkroom_gpu.errors import OverloadedError, ServiceError
+
+__all__ = ("REQUEST_ID", "SOURCE_NAME", "error_response", "json_dumps", "request_middleware")
+
+access_logger = logging.getLogger("darkroom_gpu.access")
+logger = logging.getLogger(__name__)
+
+REQUEST_ID: Final = web.RequestKey("request_id", str)
+SOURCE_NAME: Final = web.RequestKey("source_name", str)
+REQUEST_ID_HEADER: Final = "X-Request-ID"
+# A client-supplied id is echoed only when it is short and plain, so it cannot forge log lines.
+_CLIENT_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+_HTTP_CODES: Final = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    414: "uri_too_long",
+    431: "headers_too_large",
+}
+
+
+def json_dumps(value: object) -> str:
+    """Serialise JSON with orjson, for aiohttp's ``dumps=`` hooks."""
+    return orjson.dumps(value).decode()
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    """Build the JSON error body shared by every failure, never cacheable."""
+    body = orjson.dumps({"error": {"status": status, "code": code, "message": message}})
+    return web.Response(
+        status=status,
+        body=body,
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@web.middleware
+async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give the request an id, turn any error into the JSON shape, and log one access line."""
+    client_id = request.headers.get(REQUEST_ID_HEADER, "")
+    request_id = client_id if _CLIENT_REQUEST_ID.fullmatch(client_id) else uuid.uuid4().hex[:16]
+    request[REQUEST_ID] = request_id
+    started = time.perf_counter()
+    error = ""
+
+    try:
+        response = await handler(request)
+    except ServiceError as exc:
+        error = exc.public_message
+        response = error_response(exc.status, exc.code, exc.public_message)
+        if isinstance(exc, OverloadedError):
+            response.headers["Retry-After"] = str(exc.retry_after)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        error = exc.reason
+        response = error_response(exc.status, code, exc.reason)
+        for name in ("Allow", "Retry-After"):
+            if name in exc.headers:
+                response.headers[name] = exc.headers[name]
+    except Exception:  # noqa: BLE001
+        # The last line of defence: a bug. Log it once with its traceback, and tell the client
+        # only the request id to quote.
+        logger.exception("unhandled error in request %s %s %s", request_id, request.method, request.path)
+        error = "internal error"
+        response = error_response(
+            500, "internal_error", f"internal error; quote request id {request_id} when reporting it"
+        )
+
+    response.headers[REQUEST_ID_HEADER] = request_id
+    _log_access(request, response, request_id, time.perf_counter() - started, error)
+    return response
+
+
+def _log_access(
+    request: web.Request,
+    response: web.StreamResponse,
+    request_id: str,
+    seconds: float,
+    error: str,
+) -> None:
+    level = logging.INFO
+    if response.status >= 500:
+        level = logging.ERROR
+    elif response.status >= 400:
+        level = logging.WARNING
+    size = response.content_length if response.content_length is not None else 0
+    # The raw path stays percent-encoded, so a client cannot put line breaks into the log, and
+    # the query is left out because it may carry a signature.
+    raw_path = request.raw_path.split("?", 1)[0]
+    access_logger.log(
+        level,
+        "request_id=%s method=%s path=%s status=%d bytes=%d duration_ms=%.1f source=%s%s",
+        request_id,
+        request.method,
+        raw_path,
+        response.status,
+        size,
+        seconds * 1000,
+        request.get(SOURCE_NAME, "-"),
+        f" error={error!r}" if error else "",
+    )

@@ -1,0 +1,44 @@
+"""The server's own routes: liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from darkroom_gpu.metrics import CONTENT_TYPE
+from darkroom_gpu.server.middleware import json_dumps
+from darkroom_gpu.server.state import MANIPULATOR, METRICS, READY
+
+__all__ = ("handle_healthz", "handle_metrics", "handle_ping", "handle_readyz")
+
+
+async def handle_ping(request: web.Request) -> web.Response:
+    """Answer ``pong``, as Darkroom does, for load balancers that expect it."""
+    return web.Response(text="pong", headers={"Cache-Control": "no-store"})
+
+
+async def handle_healthz(request: web.Request) -> web.Response:
+    """Report that the process is alive; does no work, so it stays fast under any load."""
+    return web.json_response({"status": "ok"}, headers={"Cache-Control": "no-store"}, dumps=json_dumps)
+
+
+async def handle_readyz(request: web.Request) -> web.Response:
+    """Report ready with the device once the manipulator's warm-up pass has finished."""
+    device = request.app[MANIPULATOR].device
+    if not request.app[READY].is_set():
+        return web.json_response(
+            {"status": "warming_up", "device": device},
+            status=503,
+            headers={"Cache-Control": "no-store"},
+            dumps=json_dumps,
+        )
+    return web.json_response(
+        {"status": "ready", "device": device},
+        headers={"Cache-Control": "no-store"},
+        dumps=json_dumps,
+    )
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    """Expose the Prometheus metrics in the text format."""
+    body = request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

@@ -1,0 +1,63 @@
+"""A source that serves files from one folder on the local filesystem."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+
+from darkroom_gpu.errors import NotFoundError, UnprocessableImageError
+from darkroom_gpu.sources.base import Source, SourceObject
+
+__all__ = ("FilesystemSource",)
+
+
+class FilesystemSource(Source):
+    """Serves regular files below `root`.
+
+    Every path is resolved, symlinks included, and must stay inside the resolved root; any path
+    that would leave it is answered exactly like a missing file, so a client learns nothing
+    about what lies outside.
+    """
+
+    def __init__(self, name: str, root: Path) -> None:
+        self.name = name
+        self.root = root.resolve()
+
+    async def fetch(self, path: str, *, max_bytes: int) -> SourceObject:
+        """Read the file at `path` below the root in a worker thread."""
+        return await asyncio.to_thread(self._read, path, max_bytes)
+
+    def _read(self, path: str, max_bytes: int) -> SourceObject:
+        target = self._resolve(path)
+        try:
+            with target.open("rb") as file:
+                info = os.fstat(file.fileno())
+                if not stat.S_ISREG(info.st_mode):
+                    raise NotFoundError(f"no image at {path!r}")
+                if info.st_size > max_bytes:
+                    raise UnprocessableImageError(
+                        f"source is {info.st_size} bytes, over this source's limit of {max_bytes}"
+                    )
+                data = file.read(max_bytes + 1)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+            raise NotFoundError(f"no image at {path!r}") from exc
+
+        if len(data) > max_bytes:
+            raise UnprocessableImageError(f"source is over this source's limit of {max_bytes} bytes")
+        identity = f"file:{target}:{info.st_size}:{info.st_mtime_ns}"
+        modified = datetime.fromtimestamp(info.st_mtime, tz=UTC)
+        return SourceObject(data=data, identity=identity, last_modified=modified)
+
+    def _resolve(self, path: str) -> Path:
+        if "\x00" in path or not path.strip("/"):
+            raise NotFoundError(f"no image at {path!r}")
+        try:
+            target = (self.root / path.lstrip("/")).resolve()
+        except (OSError, RuntimeError) as exc:
+            raise NotFoundError(f"no image at {path!r}") from exc
+        if not target.is_relative_to(self.root):
+            raise NotFoundError(f"no image at {path!r}")
+        return target
