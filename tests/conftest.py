@@ -1,0 +1,75 @@
+"""Shared fixtures: an image folder, an application over it and a test client factory."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient
+from PIL import Image
+from pytest_aiohttp import AiohttpClient
+
+from darkroom_gpu.config import Limits, ServerSettings, Settings, SourceSettings
+from darkroom_gpu.server import create_app
+
+SAMPLES = Path(__file__).parent.parent / "darkroom_gpu" / "samples"
+DATA = Path(__file__).parent / "data"
+
+ClientFactory = Callable[..., Awaitable[TestClient[object, object]]]
+
+
+@pytest.fixture
+def image_root(tmp_path: Path) -> Path:
+    """Return a folder holding copies of the sample photos."""
+    root = tmp_path / "images"
+    root.mkdir()
+    for photo in SAMPLES.glob("*.jpg"):
+        shutil.copy(photo, root / photo.name)
+    return root
+
+
+def source_settings(root: Path, **changes: object) -> SourceSettings:
+    """Build a filesystem source over `root` with an empty prefix, changed by `changes`."""
+    source = SourceSettings(name="test", kind="filesystem", prefix="", hosts=(), root=root)
+    return replace(source, **changes)  # type: ignore[arg-type]
+
+
+def make_settings(*sources: SourceSettings, limits: Limits | None = None) -> Settings:
+    """Build settings for the CPU with two workers over `sources`."""
+    return Settings(
+        server=ServerSettings(workers=2),
+        device="cpu",
+        limits=limits or Limits(),
+        sources=sources,
+    )
+
+
+@pytest.fixture
+def make_client(aiohttp_client: AiohttpClient, image_root: Path) -> ClientFactory:
+    """Return a factory for test clients; by default one source over `image_root`."""
+
+    async def factory(
+        *sources: SourceSettings, source_changes: Mapping[str, object] | None = None
+    ) -> TestClient[object, object]:
+        if not sources:
+            sources = (source_settings(image_root, **(source_changes or {})),)
+        return await aiohttp_client(create_app(make_settings(*sources)))
+
+    return factory
+
+
+@pytest.fixture
+async def client(make_client: ClientFactory) -> TestClient[object, object]:
+    """Return a client for one filesystem source over `image_root`."""
+    return await make_client()
+
+
+def open_image(data: bytes) -> Image.Image:
+    """Decode response bytes with Pillow, fully loaded."""
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
