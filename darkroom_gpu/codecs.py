@@ -213,7 +213,10 @@ def decode(data: bytes, *, max_pixels: int, draft_size: Size | None = None) -> D
         if draft_size is not None and fmt is ImageFormat.JPEG:
             image.draft(
                 image.mode,
-                (draft_size.width * SHRINK_ON_LOAD_MARGIN, draft_size.height * SHRINK_ON_LOAD_MARGIN),
+                (
+                    draft_size.width * SHRINK_ON_LOAD_MARGIN,
+                    draft_size.height * SHRINK_ON_LOAD_MARGIN,
+                ),
             )
         try:
             rgb = image.convert("RGBA" if info.has_alpha else "RGB")

@@ -153,7 +153,12 @@ def load_settings(
 def _builtin_config() -> dict[str, Any]:
     return {
         "sources": [
-            {"name": "samples", "prefix": "", "kind": "filesystem", "root": str(DEFAULT_SAMPLES_ROOT)}
+            {
+                "name": "samples",
+                "prefix": "",
+                "kind": "filesystem",
+                "root": str(DEFAULT_SAMPLES_ROOT),
+            }
         ]
     }
 
@@ -367,7 +372,9 @@ def _validate_source(
 
     cache_ttl = reader.integer("cache_ttl", ONE_YEAR_SECONDS, 0, 10 * ONE_YEAR_SECONDS)
     allow_enlarge = reader.boolean("allow_enlarge", True)
-    limits = _validate_limits(_Reader(reader.get("limits"), reader.key("limits"), reader.errors), global_limits)
+    limits = _validate_limits(
+        _Reader(reader.get("limits"), reader.key("limits"), reader.errors), global_limits
+    )
     defaults = _validate_defaults(reader, limits)
     for name_of_key in ("signing_key", "signing_keys"):
         if reader.get(name_of_key) is not None:
@@ -396,7 +403,9 @@ def _validate_prefix(reader: _Reader) -> str | None:
     prefix = prefix.rstrip("/")
     if prefix and not prefix.startswith("/"):
         reader.error(reader.key("prefix"), f"expected a path starting with '/', got {prefix!r}")
-    elif any(prefix == reserved or prefix.startswith(reserved + "/") for reserved in RESERVED_PREFIXES):
+    elif any(
+        prefix == reserved or prefix.startswith(reserved + "/") for reserved in RESERVED_PREFIXES
+    ):
         reader.error(reader.key("prefix"), f"{prefix!r} is reserved for the server's own routes")
     elif prefix.startswith("/_"):
         reader.error(reader.key("prefix"), "prefixes starting with '/_' are reserved")

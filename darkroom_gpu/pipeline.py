@@ -225,6 +225,7 @@ def run_steps(image: torch.Tensor, plan: TransformPlan) -> torch.Tensor:
     Args:
         image: ``(C, H, W)`` or ``(B, C, H, W)`` uint8 in [0, 255], RGB or RGBA, in stored
             orientation, at the decoded size (which may be reduced by shrink-on-load).
+        plan: the sizes, colours and flags planned for the request.
 
     Returns:
         The result, same dtype and device, ``plan.result_size``, RGB or RGBA.

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from PIL import Image
 from pytest_aiohttp import AiohttpClient
@@ -19,7 +20,8 @@ from darkroom_gpu.server import create_app
 SAMPLES = Path(__file__).parent.parent / "darkroom_gpu" / "samples"
 DATA = Path(__file__).parent / "data"
 
-ClientFactory = Callable[..., Awaitable[TestClient[object, object]]]
+Client = TestClient[web.Request, web.Application]
+ClientFactory = Callable[..., Awaitable[Client]]
 
 
 @pytest.fixture
@@ -54,7 +56,7 @@ def make_client(aiohttp_client: AiohttpClient, image_root: Path) -> ClientFactor
 
     async def factory(
         *sources: SourceSettings, source_changes: Mapping[str, object] | None = None
-    ) -> TestClient[object, object]:
+    ) -> Client:
         if not sources:
             sources = (source_settings(image_root, **(source_changes or {})),)
         return await aiohttp_client(create_app(make_settings(*sources)))
@@ -63,7 +65,7 @@ def make_client(aiohttp_client: AiohttpClient, image_root: Path) -> ClientFactor
 
 
 @pytest.fixture
-async def client(make_client: ClientFactory) -> TestClient[object, object]:
+async def client(make_client: ClientFactory) -> Client:
     """Return a client for one filesystem source over `image_root`."""
     return await make_client()
 

@@ -14,13 +14,10 @@ from typing import Final
 
 import numpy as np
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from PIL import Image, ImageFilter, ImageOps
 
-from tests.conftest import SAMPLES, open_image
+from tests.conftest import SAMPLES, Client, open_image
 
-Client = TestClient[web.Request, web.Application]
 Reference = Callable[[Image.Image], Image.Image]
 
 BICUBIC: Final = Image.Resampling.BICUBIC

@@ -6,22 +6,19 @@ import asyncio
 import io
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from PIL import Image
 
 from darkroom_gpu.server import create_app
-from tests.conftest import DATA, ClientFactory, make_settings, open_image, source_settings
-
-Client = TestClient[web.Request, web.Application]
+from tests.conftest import DATA, Client, ClientFactory, make_settings, open_image, source_settings
 
 ORIENTATIONS = range(9)
 
 
-def save(image: Image.Image, path: Path, **params: object) -> Path:
+def save(image: Image.Image, path: Path, **params: Any) -> Path:
     image.save(path, **params)
     return path
 
@@ -54,11 +51,12 @@ async def test_healthz_is_ok(client: Client) -> None:
 
 
 async def test_readyz_reports_device_after_warm_up(client: Client) -> None:
+    response = await client.get("/readyz")
     for _ in range(100):
-        response = await client.get("/readyz")
         if response.status == 200:
             break
         await asyncio.sleep(0.05)
+        response = await client.get("/readyz")
     assert response.status == 200
     assert await response.json() == {"status": "ready", "device": "cpu"}
 
@@ -145,7 +143,9 @@ async def test_exif_orientation_comes_out_upright(
     assert difference.mean() < 4.0
 
 
-async def test_orientation_applies_before_resize(make_client: ClientFactory, tmp_path: Path) -> None:
+async def test_orientation_applies_before_resize(
+    make_client: ClientFactory, tmp_path: Path
+) -> None:
     upright = Image.new("RGB", (20, 40), (255, 0, 0))
     upright.paste((0, 0, 255), (0, 20, 20, 40))  # top half red, bottom half blue
     stored = upright.transpose(Image.Transpose.ROTATE_90)  # 40x20, displayed with orientation 6
@@ -158,8 +158,10 @@ async def test_orientation_applies_before_resize(make_client: ClientFactory, tmp
     result = np.asarray(open_image(await response.read()))
 
     assert result.shape == (20, 10, 3)
-    assert result[2, 5, 0] > 200 and result[2, 5, 2] < 60  # top is red
-    assert result[17, 5, 2] > 200 and result[17, 5, 0] < 60  # bottom is blue
+    assert result[2, 5, 0] > 200
+    assert result[2, 5, 2] < 60
+    assert result[17, 5, 2] > 200
+    assert result[17, 5, 0] < 60
     assert not open_image(await response.read()).getexif()
 
 
@@ -329,9 +331,7 @@ def outside_secret(tmp_path: Path, image_root: Path) -> Path:
         "/%2fetc%2fpasswd",
     ],
 )
-async def test_paths_never_leave_root(
-    client: Client, outside_secret: Path, target: str
-) -> None:
+async def test_paths_never_leave_root(client: Client, outside_secret: Path, target: str) -> None:
     status, body = await raw_get(client, target)
     assert status in (400, 404)
     assert b'"error"' in body
@@ -437,9 +437,7 @@ async def test_auto_format_prefers_avif(client: Client) -> None:
     assert response.content_type == "image/avif"
 
 
-@pytest.mark.parametrize(
-    "accept", ["*/*", "image/*", "image/webp;q=0", "text/html", ""]
-)
+@pytest.mark.parametrize("accept", ["*/*", "image/*", "image/webp;q=0", "text/html", ""])
 async def test_auto_format_keeps_source_format(client: Client, accept: str) -> None:
     response = await client.get("/DSCN0010.jpg?w=64&auto=format", headers={"Accept": accept})
     assert response.content_type == "image/jpeg"

@@ -67,6 +67,8 @@ class Manipulator(ABC):
 
     async def warm_up(self) -> None:
         """Run one small image through every stage so the first request pays no set-up cost."""
+        return None
 
     async def close(self) -> None:
         """Stop worker threads and release device memory."""
+        return None

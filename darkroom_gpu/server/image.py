@@ -50,9 +50,7 @@ async def handle_image(request: web.Request) -> web.StreamResponse:
     finally:
         metrics.inflight.dec()
         metrics.requests.labels(route.settings.name, f"{status // 100}xx", output_format).inc()
-        metrics.request_duration.labels(route.settings.name).observe(
-            time.perf_counter() - started
-        )
+        metrics.request_duration.labels(route.settings.name).observe(time.perf_counter() - started)
 
 
 async def _serve(request: web.Request, route: Route, started: float) -> web.StreamResponse:

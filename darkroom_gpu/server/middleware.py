@@ -76,13 +76,17 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         for name in ("Allow", "Retry-After"):
             if name in exc.headers:
                 response.headers[name] = exc.headers[name]
-    except Exception:  # noqa: BLE001
+    except Exception:
         # The last line of defence: a bug. Log it once with its traceback, and tell the client
         # only the request id to quote.
-        logger.exception("unhandled error in request %s %s %s", request_id, request.method, request.path)
+        logger.exception(
+            "unhandled error in request %s %s %s", request_id, request.method, request.path
+        )
         error = "internal error"
         response = error_response(
-            500, "internal_error", f"internal error; quote request id {request_id} when reporting it"
+            500,
+            "internal_error",
+            f"internal error; quote request id {request_id} when reporting it",
         )
 
     response.headers[REQUEST_ID_HEADER] = request_id

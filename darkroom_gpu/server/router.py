@@ -82,7 +82,9 @@ def decode_path(raw_path: str) -> str:
         InvalidPathError: a ``%`` is not followed by two hex digits, or the bytes are not UTF-8.
     """
     if _BAD_ESCAPE.search(raw_path):
-        raise InvalidPathError("path: invalid percent-escape; expected % followed by two hex digits")
+        raise InvalidPathError(
+            "path: invalid percent-escape; expected % followed by two hex digits"
+        )
     try:
         return unquote_to_bytes(raw_path).decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -18,7 +18,9 @@ async def handle_ping(request: web.Request) -> web.Response:
 
 async def handle_healthz(request: web.Request) -> web.Response:
     """Report that the process is alive; does no work, so it stays fast under any load."""
-    return web.json_response({"status": "ok"}, headers={"Cache-Control": "no-store"}, dumps=json_dumps)
+    return web.json_response(
+        {"status": "ok"}, headers={"Cache-Control": "no-store"}, dumps=json_dumps
+    )
 
 
 async def handle_readyz(request: web.Request) -> web.Response:

@@ -50,3 +50,4 @@ class Source(ABC):
 
     async def close(self) -> None:
         """Release connections and files; the default has nothing to release."""
+        return None

@@ -46,7 +46,9 @@ class FilesystemSource(Source):
             raise NotFoundError(f"no image at {path!r}") from exc
 
         if len(data) > max_bytes:
-            raise UnprocessableImageError(f"source is over this source's limit of {max_bytes} bytes")
+            raise UnprocessableImageError(
+                f"source is over this source's limit of {max_bytes} bytes"
+            )
         identity = f"file:{target}:{info.st_size}:{info.st_mtime_ns}"
         modified = datetime.fromtimestamp(info.st_mtime, tz=UTC)
         return SourceObject(data=data, identity=identity, last_modified=modified)
