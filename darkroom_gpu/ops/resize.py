@@ -1,0 +1,96 @@
+"""Resizing of image tensors."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import torch
+import torch.nn.functional as F
+
+from darkroom_gpu.ops._checks import check_image, check_positive_size
+from darkroom_gpu.ops._compute import (
+    clamp_premultiplied,
+    from_premultiplied,
+    from_working,
+    premultiply,
+    to_batch,
+    to_working,
+)
+
+__all__ = ("Interpolation", "resize")
+
+
+class Interpolation(StrEnum):
+    """Interpolation filter; each value is the matching `torch.nn.functional.interpolate` mode."""
+
+    BILINEAR = "bilinear"
+    BICUBIC = "bicubic"
+
+
+def resize(
+    image: torch.Tensor,
+    height: int,
+    width: int,
+    *,
+    interpolation: Interpolation,
+    antialias: bool,
+) -> torch.Tensor:
+    """Resize an image to `height` x `width` pixels.
+
+    Pixel centres sit at half-integer coordinates (`align_corners=False`), so the image edges map
+    onto each other. RGBA images are resized with premultiplied colour, so fully transparent pixels
+    add no dark fringe at the edge of opaque areas.
+
+    Args:
+        image: (..., C, H, W) uint8 or float in [0, 255], C in {3, 4}, straight alpha.
+        height: Output height in pixels, >= 1.
+        width: Output width in pixels, >= 1.
+        interpolation: Filter used to compute each output pixel.
+        antialias: Widen the filter when downscaling so that it averages all covered source
+            pixels. With bicubic this matches Pillow's `Image.resize` to about one level on uint8.
+
+    Returns:
+        (..., C, height, width) tensor of the input dtype in [0, 255]. Bicubic overshoot is
+        clamped. The result is a new tensor even when the size is unchanged.
+
+    Raises:
+        ImageShapeError: If `image` is not an accepted image or `height` or `width` is below 1.
+    """
+    check_image(image)
+    check_positive_size(height, width)
+
+    if (height, width) == tuple(image.shape[-2:]):
+        return image.clone()
+
+    working = to_working(image)
+    has_alpha = image.shape[-3] == 4
+    if has_alpha:
+        working = premultiply(working)
+
+    batch = to_batch(working)
+    if interpolation is Interpolation.BICUBIC:
+        # Two passes, width then height, with the overshoot of the first clamped before the second,
+        # as Pillow does. A single 2-D pass adds up the ringing of both axes at sharp edges. With
+        # the clamp, uint8 results match Pillow within 1 level (see tests/test_ops.py).
+        batch = _interpolate(batch, batch.shape[-2], width, interpolation, antialias)
+        batch = clamp_premultiplied(batch) if has_alpha else batch.clamp(0, 255)
+    resized = _interpolate(batch, height, width, interpolation, antialias)
+    resized = resized.reshape(*image.shape[:-2], height, width)
+
+    if has_alpha:
+        return from_premultiplied(resized, image.dtype)
+    return from_working(resized, image.dtype)
+
+
+def _interpolate(
+    batch: torch.Tensor, height: int, width: int, interpolation: Interpolation, antialias: bool
+) -> torch.Tensor:
+    if tuple(batch.shape[-2:]) == (height, width):
+        return batch
+    return F.interpolate(
+        batch,
+        size=(height, width),
+        mode=interpolation.value,
+        align_corners=False,
+        antialias=antialias,
+    )
