@@ -102,6 +102,8 @@ _COMPRESS_QUALITY: Final = {
     OutputFormat.WEBP: 60,
     OutputFormat.AVIF: 45,
 }
+# Modes Pillow opens 16-bit greyscale PNG and TIFF images in.
+_SIXTEEN_BIT_GREY_MODES: Final = ("I;16", "I;16B", "I;16L")
 _AVIF_BRANDS: Final = (b"avif", b"avis")
 _HEIF_BRANDS: Final = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
 
@@ -219,7 +221,7 @@ def decode(data: bytes, *, max_pixels: int, draft_size: Size | None = None) -> D
                 ),
             )
         try:
-            rgb = image.convert("RGBA" if info.has_alpha else "RGB")
+            rgb = _convert_to_rgb(image, has_alpha=info.has_alpha)
         except DECODE_ERRORS as exc:
             raise UnprocessableImageError(f"{fmt.value} image is corrupt or truncated") from exc
 
@@ -289,9 +291,30 @@ def _open(data: bytes, fmt: ImageFormat) -> Image.Image:
         raise UnprocessableImageError(f"{fmt.value} image is corrupt or truncated") from exc
 
 
+def _convert_to_rgb(image: Image.Image, *, has_alpha: bool) -> Image.Image:
+    mode = "RGBA" if has_alpha else "RGB"
+    if image.mode not in _SIXTEEN_BIT_GREY_MODES:
+        return image.convert(mode)
+
+    # Pillow's convert() (checked with 13.0) clips 16-bit samples at 255 instead of scaling
+    # them, which turns all but the darkest tones white, so keep the high byte of each sample.
+    samples = np.asarray(image)
+    rgb = Image.fromarray((samples >> 8).astype(np.uint8)).convert(mode)
+    transparent = image.info.get("transparency")
+    if has_alpha and isinstance(transparent, int):
+        alpha = np.where(samples == transparent, 0, 255).astype(np.uint8)
+        rgb.putalpha(Image.fromarray(alpha))
+    return rgb
+
+
 def _info(image: Image.Image, fmt: ImageFormat) -> ImageInfo:
     try:
-        orientation = int(image.getexif().get(EXIF_ORIENTATION_TAG, 1))
+        # PngImageFile.getexif() decodes every pixel to reach an eXIf chunk stored after the
+        # image data. That would bypass the pixel limit, and a failure there would leave Pillow
+        # treating the image as loaded, so decode() would return black pixels. The base method
+        # reads only the chunks before the image data.
+        exif = Image.Image.getexif(image) if fmt is ImageFormat.PNG else image.getexif()
+        orientation = int(exif.get(EXIF_ORIENTATION_TAG, 1))
     except DECODE_ERRORS:
         orientation = 1
     if not 1 <= orientation <= 8:

@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Final
 
 from darkroom_gpu.errors import NotFoundError, UnprocessableImageError
 from darkroom_gpu.sources.base import Source, SourceObject
 
 __all__ = ("FilesystemSource",)
+
+# Errors from opening a client-chosen path that mean "no such file here" rather than a fault of
+# the server. ENAMETOOLONG is a name component over NAME_MAX and ELOOP a symlink loop.
+_MISSING_PATH_ERRNOS: Final = frozenset(
+    (
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENAMETOOLONG,
+        errno.ELOOP,
+    )
+)
 
 
 class FilesystemSource(Source):
@@ -33,17 +49,27 @@ class FilesystemSource(Source):
     def _read(self, path: str, max_bytes: int) -> SourceObject:
         target = self._resolve(path)
         try:
-            with target.open("rb") as file:
-                info = os.fstat(file.fileno())
-                if not stat.S_ISREG(info.st_mode):
-                    raise NotFoundError(f"no image at {path!r}")
-                if info.st_size > max_bytes:
-                    raise UnprocessableImageError(
-                        f"source is {info.st_size} bytes, over this source's limit of {max_bytes}"
-                    )
-                data = file.read(max_bytes + 1)
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+            # With O_NONBLOCK, opening a FIFO returns at once instead of waiting for a writer, so
+            # the regular-file check below can reject it. Regular files open the same either way.
+            descriptor = os.open(target, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno not in _MISSING_PATH_ERRNOS:
+                raise
             raise NotFoundError(f"no image at {path!r}") from exc
+
+        # The descriptor is checked before open() wraps it, because open() raises for a
+        # directory without closing a descriptor it was given.
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(descriptor)
+            raise NotFoundError(f"no image at {path!r}")
+        if info.st_size > max_bytes:
+            os.close(descriptor)
+            raise UnprocessableImageError(
+                f"source is {info.st_size} bytes, over this source's limit of {max_bytes}"
+            )
+        with open(descriptor, "rb") as file:
+            data = file.read(max_bytes + 1)
 
         if len(data) > max_bytes:
             raise UnprocessableImageError(

@@ -1,0 +1,616 @@
+"""Tests for loading and validating the YAML configuration with ``DARKROOM_*`` overrides."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from darkroom_gpu.config import (
+    DEFAULT_SAMPLES_ROOT,
+    ConfigError,
+    Limits,
+    ServerSettings,
+    load_settings,
+)
+
+NO_ENVIRONMENT: Mapping[str, str] = {}
+
+
+def write_config(folder: Path, text: str, name: str = "darkroom.yaml") -> Path:
+    """Write dedented YAML `text` to `folder`/`name` and return the file's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def config_errors(
+    path: Path | None,
+    environ: Mapping[str, str] = NO_ENVIRONMENT,
+    overrides: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """Load a configuration that must be invalid and return its list of errors."""
+    with pytest.raises(ConfigError) as excinfo:
+        load_settings(path, environ=environ, overrides=overrides)
+    return excinfo.value.errors
+
+
+def has_error(errors: list[str], key: str, fragment: str) -> bool:
+    """Tell whether one of `errors` is reported under `key` and contains `fragment`."""
+    return any(error.startswith(f"{key}: ") and fragment in error for error in errors)
+
+
+@pytest.fixture
+def pictures(tmp_path: Path) -> Path:
+    """An empty folder that filesystem sources can use as their root."""
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def one_source_config(tmp_path: Path, pictures: Path) -> Path:
+    """A valid file with one source named ``team-a`` at prefix ``/a``."""
+    return write_config(
+        tmp_path,
+        f"""\
+        sources:
+          - name: team-a
+            prefix: /a
+            kind: filesystem
+            root: {pictures}
+        """,
+    )
+
+
+# --- defaults and the documented file form ------------------------------------------------
+
+
+def test_no_file_serves_bundled_samples() -> None:
+    settings = load_settings(environ=NO_ENVIRONMENT)
+
+    assert len(settings.sources) == 1
+    source = settings.sources[0]
+    assert source.name == "samples"
+    assert source.kind == "filesystem"
+    assert source.prefix == ""
+    assert source.hosts == ()
+    assert source.root == DEFAULT_SAMPLES_ROOT.resolve()
+
+
+def test_no_file_uses_documented_defaults() -> None:
+    settings = load_settings(environ=NO_ENVIRONMENT)
+
+    assert settings.server.host == "127.0.0.1"
+    assert settings.server.port == 3000
+    assert settings.device == "auto"
+    assert settings.limits == Limits()
+
+
+def test_empty_file_serves_bundled_samples(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "")
+
+    settings = load_settings(path, environ=NO_ENVIRONMENT)
+
+    assert [source.name for source in settings.sources] == ["samples"]
+    assert settings.sources[0].root == DEFAULT_SAMPLES_ROOT.resolve()
+
+
+def test_design_example_filesystem_source(tmp_path: Path) -> None:
+    (tmp_path / "samples").mkdir()
+    path = write_config(
+        tmp_path,
+        """\
+        server:
+          host: 127.0.0.1
+          port: 3000
+        device: auto
+        sources:
+          - name: samples              # bounded label in metrics and logs
+            prefix: /samples           # route by path prefix ...
+            # hosts: [img.example.com] # ... or by Host header
+            kind: filesystem           # filesystem | http | s3
+            root: ./samples
+            cache_ttl: 31536000        # seconds, for Cache-Control
+            defaults: {q: 80}          # parameters applied when the request omits them
+        limits:
+          max_source_bytes: 52428800
+          max_source_pixels: 50000000
+          max_output_side: 8192
+        """,
+    )
+
+    settings = load_settings(path, environ=NO_ENVIRONMENT)
+
+    assert settings.server == ServerSettings(
+        host="127.0.0.1", port=3000, workers=settings.server.workers
+    )
+    assert settings.device == "auto"
+    assert settings.limits == Limits(
+        max_source_bytes=52_428_800, max_source_pixels=50_000_000, max_output_side=8192
+    )
+    source = settings.sources[0]
+    assert source.name == "samples"
+    assert source.prefix == "/samples"
+    assert source.kind == "filesystem"
+    assert source.root == (tmp_path / "samples").resolve()
+    assert source.cache_ttl == 31_536_000
+    assert dict(source.defaults) == {"q": "80"}
+    assert source.allow_enlarge is True
+    assert source.limits == settings.limits
+
+
+def test_relative_root_resolves_against_config_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "conf" / "images").mkdir(parents=True)
+    path = write_config(
+        tmp_path / "conf",
+        """\
+        sources:
+          - name: local
+            kind: filesystem
+            root: images
+        """,
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    settings = load_settings(path, environ=NO_ENVIRONMENT)
+
+    assert settings.sources[0].root == (tmp_path / "conf" / "images").resolve()
+
+
+def test_single_source_without_route_gets_empty_prefix(tmp_path: Path, pictures: Path) -> None:
+    path = write_config(
+        tmp_path,
+        f"""\
+        sources:
+          - name: only
+            kind: filesystem
+            root: {pictures}
+        """,
+    )
+
+    settings = load_settings(path, environ=NO_ENVIRONMENT)
+
+    assert settings.sources[0].prefix == ""
+
+
+def test_prefix_trailing_slash_stripped(tmp_path: Path, pictures: Path) -> None:
+    path = write_config(
+        tmp_path,
+        f"""\
+        sources:
+          - name: slash
+            prefix: /slash/
+            kind: filesystem
+            root: {pictures}
+        """,
+    )
+
+    settings = load_settings(path, environ=NO_ENVIRONMENT)
+
+    assert settings.sources[0].prefix == "/slash"
+
+
+def test_hosts_lowercased(tmp_path: Path, pictures: Path) -> None:
+    path = write_config(
+        tmp_path,
+        f"""\
+        sources:
+          - name: by-host
+            hosts: [IMG.Example.com]
+            kind: filesystem
+            root: {pictures}
+        """,
+    )
+
+    settings = load_settings(path, environ=NO_ENVIRONMENT)
+
+    assert settings.sources[0].hosts == ("img.example.com",)
+    assert settings.sources[0].prefix is None
+
+
+def test_source_limits_override_global_limits(tmp_path: Path, pictures: Path) -> None:
+    path = write_config(
+        tmp_path,
+        f"""\
+        limits:
+          max_source_pixels: 1000
+        sources:
+          - name: small
+            kind: filesystem
+            root: {pictures}
+            limits: {{max_source_bytes: 2048}}
+        """,
+    )
+
+    settings = load_settings(path, environ=NO_ENVIRONMENT)
+
+    limits = settings.sources[0].limits
+    assert limits.max_source_bytes == 2048
+    assert limits.max_source_pixels == 1000
+    assert limits.max_output_side == Limits().max_output_side
+
+
+# --- environment and explicit overrides ----------------------------------------------------
+
+
+def test_env_port_becomes_integer() -> None:
+    settings = load_settings(environ={"DARKROOM_SERVER__PORT": "8080"})
+
+    assert settings.server.port == 8080
+    assert isinstance(settings.server.port, int)
+
+
+def test_env_device() -> None:
+    settings = load_settings(environ={"DARKROOM_DEVICE": "cpu"})
+
+    assert settings.device == "cpu"
+
+
+def test_env_device_with_index() -> None:
+    settings = load_settings(environ={"DARKROOM_DEVICE": "cuda:1"})
+
+    assert settings.device == "cuda:1"
+
+
+def test_env_max_source_bytes_reaches_sources() -> None:
+    settings = load_settings(environ={"DARKROOM_LIMITS__MAX_SOURCE_BYTES": "1048576"})
+
+    assert settings.limits.max_source_bytes == 1_048_576
+    assert settings.sources[0].limits.max_source_bytes == 1_048_576
+
+
+def test_env_source_cache_ttl_builtin_samples() -> None:
+    settings = load_settings(environ={"DARKROOM_SOURCES__SAMPLES__CACHE_TTL": "60"})
+
+    assert settings.sources[0].cache_ttl == 60
+
+
+def test_env_source_name_with_dash(one_source_config: Path) -> None:
+    environ = {"DARKROOM_SOURCES__TEAM_A__CACHE_TTL": "120"}
+
+    settings = load_settings(one_source_config, environ=environ)
+
+    assert settings.sources[0].cache_ttl == 120
+
+
+def test_env_overrides_file(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "server: {host: 0.0.0.0, port: 3000}\n")
+
+    settings = load_settings(path, environ={"DARKROOM_SERVER__PORT": "8080"})
+
+    assert settings.server.port == 8080
+    assert settings.server.host == "0.0.0.0"  # a value read back, not a bind
+
+
+def test_env_config_names_file(one_source_config: Path) -> None:
+    settings = load_settings(environ={"DARKROOM_CONFIG": str(one_source_config)})
+
+    assert [source.name for source in settings.sources] == ["team-a"]
+
+
+def test_explicit_path_wins_over_env_config(tmp_path: Path, one_source_config: Path) -> None:
+    other = write_config(tmp_path / "other", "device: cpu\n")
+
+    settings = load_settings(other, environ={"DARKROOM_CONFIG": str(one_source_config)})
+
+    assert settings.device == "cpu"
+    assert [source.name for source in settings.sources] == ["samples"]
+
+
+def test_overrides_win_over_env_and_file(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "server: {port: 3000}\ndevice: auto\n")
+    environ = {"DARKROOM_SERVER__PORT": "8080", "DARKROOM_DEVICE": "auto"}
+
+    settings = load_settings(
+        path, environ=environ, overrides={"server": {"port": 9090}, "device": "cpu"}
+    )
+
+    assert settings.server.port == 9090
+    assert settings.device == "cpu"
+
+
+def test_overrides_merge_into_server_mapping(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "server: {host: 0.0.0.0, port: 3000}\n")
+
+    settings = load_settings(path, environ=NO_ENVIRONMENT, overrides={"server": {"port": 9090}})
+
+    assert settings.server.host == "0.0.0.0"  # a value read back, not a bind
+
+
+def test_env_without_darkroom_prefix_ignored() -> None:
+    settings = load_settings(environ={"HOME": "/nowhere", "PORT": "1"})
+
+    assert settings.server.port == 3000
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def many_errors_config(tmp_path: Path, pictures: Path) -> Path:
+    """A file with one problem of each kind the loader checks; see MANY_ERRORS."""
+    return write_config(
+        tmp_path,
+        f"""\
+        server:
+          port: 70000
+          colour: blue
+        device: tpu
+        sources:
+          - name: missing-root
+            prefix: /m
+            kind: filesystem
+            root: ./no-such-folder
+          - name: strict
+            prefix: /s
+            kind: filesystem
+            root: {pictures}
+            defaults: {{q: 0}}
+          - name: metrics
+            prefix: /metrics
+            kind: filesystem
+            root: {pictures}
+          - name: unrouted
+            kind: filesystem
+            root: {pictures}
+          - name: twin
+            prefix: /twin
+            kind: filesystem
+            root: {pictures}
+          - name: twin
+            prefix: /twin
+            kind: filesystem
+            root: {pictures}
+        """,
+    )
+
+
+MANY_ERRORS = [
+    pytest.param("server.port", "70000", id="bad port"),
+    pytest.param("server.colour", "unknown key", id="unknown key"),
+    pytest.param("device", "'tpu'", id="bad device"),
+    pytest.param("sources[0].root", "no-such-folder", id="missing root"),
+    pytest.param("sources[1].defaults", "q", id="bad default names q"),
+    pytest.param("sources[2].prefix", "reserved", id="reserved prefix"),
+    pytest.param("sources[3]", "prefix or hosts", id="source without route"),
+    pytest.param("sources", "'twin' is used twice", id="duplicate name"),
+    pytest.param("sources", "share the prefix '/twin'", id="duplicate prefix"),
+]
+
+
+@pytest.mark.parametrize(("key", "fragment"), MANY_ERRORS)
+def test_errors_reported_together(many_errors_config: Path, key: str, fragment: str) -> None:
+    errors = config_errors(many_errors_config)
+
+    assert has_error(errors, key, fragment), errors
+
+
+def test_errors_count_one_per_problem(many_errors_config: Path) -> None:
+    errors = config_errors(many_errors_config)
+
+    assert len(errors) == len(MANY_ERRORS), errors
+
+
+def test_error_message_lists_every_error(many_errors_config: Path) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        load_settings(many_errors_config, environ=NO_ENVIRONMENT)
+
+    message = str(excinfo.value)
+    assert all(error in message for error in excinfo.value.errors), message
+
+
+def test_bad_default_message_names_parameter(tmp_path: Path, pictures: Path) -> None:
+    path = write_config(
+        tmp_path,
+        f"""\
+        sources:
+          - name: strict
+            kind: filesystem
+            root: {pictures}
+            defaults: {{q: 0}}
+        """,
+    )
+
+    errors = config_errors(path)
+
+    assert errors[0].startswith("sources[0].defaults: q: "), errors
+
+
+SINGLE_ERRORS = [
+    pytest.param("server: {port: 0}", "server.port", "from 1 to 65535", id="port zero"),
+    pytest.param("server: {port: '80'}", "server.port", "'80'", id="port as string"),
+    pytest.param("server: {port: true}", "server.port", "True", id="port as boolean"),
+    pytest.param("server: {workers: 0}", "server.workers", "from 1 to 256", id="workers zero"),
+    pytest.param("server: [1]", "server", "expected a mapping", id="server is a list"),
+    pytest.param("device: cuda:x", "device", "'cuda:x'", id="device bad index"),
+    pytest.param("device: 3", "device", "expected a string", id="device number"),
+    pytest.param("limits: {max_output_side: 0}", "limits.max_output_side", "0", id="side 0"),
+    pytest.param("limits: {max_frames: 1}", "limits.max_frames", "unknown key", id="limits key"),
+    pytest.param("sources: []", "sources", "non-empty list", id="sources empty"),
+    pytest.param("sources: {a: 1}", "sources", "non-empty list", id="sources mapping"),
+    pytest.param("colour: blue", "colour", "unknown key", id="unknown top-level key"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "fragment"), SINGLE_ERRORS)
+def test_invalid_top_level_value(tmp_path: Path, text: str, key: str, fragment: str) -> None:
+    path = write_config(tmp_path, text + "\n")
+
+    errors = config_errors(path)
+
+    assert has_error(errors, key, fragment), errors
+
+
+SOURCE_ERRORS = [
+    pytest.param("name: Bad Name", "sources[0].name", "lower-case", id="name with capitals"),
+    pytest.param("name: null", "sources[0].name", "missing", id="name missing"),
+    pytest.param("kind: ftp", "sources[0].kind", "'ftp'", id="kind unknown"),
+    pytest.param("kind: null", "sources[0].kind", "None", id="kind missing"),
+    pytest.param("root: null", "sources[0].root", "missing", id="root missing"),
+    pytest.param("prefix: img", "sources[0].prefix", "starting with '/'", id="prefix relative"),
+    pytest.param("prefix: /_meta", "sources[0].prefix", "reserved", id="prefix underscore"),
+    pytest.param("prefix: /ping/x", "sources[0].prefix", "reserved", id="prefix below ping"),
+    pytest.param("hosts: img.example.com", "sources[0].hosts", "list", id="hosts string"),
+    pytest.param("hosts: ['']", "sources[0].hosts", "list", id="hosts empty name"),
+    pytest.param("cache_ttl: -1", "sources[0].cache_ttl", "-1", id="ttl negative"),
+    pytest.param("allow_enlarge: 'no'", "sources[0].allow_enlarge", "true or false", id="enlarge"),
+    pytest.param("defaults: [q]", "sources[0].defaults", "mapping", id="defaults list"),
+    pytest.param("defaults: {w: abc}", "sources[0].defaults", "w: ", id="defaults bad w"),
+    pytest.param(
+        "limits: {max_source_bytes: 0}", "sources[0].limits.max_source_bytes", "0", id="limit 0"
+    ),
+    pytest.param(
+        "signing_key: k", "sources[0].signing_key", "not supported", id="signing key rejected"
+    ),
+    pytest.param("base_url: http://x/", "sources[0].base_url", "unknown key", id="unknown key"),
+]
+
+
+@pytest.mark.parametrize(("line", "key", "fragment"), SOURCE_ERRORS)
+def test_invalid_source_value(
+    tmp_path: Path, pictures: Path, line: str, key: str, fragment: str
+) -> None:
+    fields = {"name": "one", "prefix": "/one", "kind": "filesystem", "root": str(pictures)}
+    replaced = line.split(":", 1)[0]
+    body = [f"    {name}: {value}" for name, value in fields.items() if name != replaced]
+    path = write_config(tmp_path, "sources:\n  - " + line + "\n" + "\n".join(body) + "\n")
+
+    errors = config_errors(path)
+
+    assert has_error(errors, key, fragment), errors
+
+
+def test_duplicate_hosts_rejected(tmp_path: Path, pictures: Path) -> None:
+    path = write_config(
+        tmp_path,
+        f"""\
+        sources:
+          - name: one
+            hosts: [img.example.com]
+            kind: filesystem
+            root: {pictures}
+          - name: two
+            hosts: [IMG.example.com]
+            kind: filesystem
+            root: {pictures}
+        """,
+    )
+
+    errors = config_errors(path)
+
+    assert has_error(errors, "sources", "share the host 'img.example.com'"), errors
+
+
+def test_root_is_file_rejected(tmp_path: Path) -> None:
+    (tmp_path / "file.jpg").write_bytes(b"\xff\xd8\xff")
+    path = write_config(
+        tmp_path,
+        """\
+        sources:
+          - name: one
+            kind: filesystem
+            root: file.jpg
+        """,
+    )
+
+    errors = config_errors(path)
+
+    assert has_error(errors, "sources[0].root", "is not a folder"), errors
+
+
+def test_missing_file_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+
+    with pytest.raises(ConfigError, match=r"absent\.yaml: cannot be read"):
+        load_settings(path, environ=NO_ENVIRONMENT)
+
+
+def test_folder_as_file_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_settings(tmp_path, environ=NO_ENVIRONMENT)
+
+
+def test_env_config_missing_file_rejected(tmp_path: Path) -> None:
+    environ = {"DARKROOM_CONFIG": str(tmp_path / "absent.yaml")}
+
+    with pytest.raises(ConfigError, match=r"absent\.yaml: cannot be read"):
+        load_settings(environ=environ)
+
+
+def test_non_utf8_file_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("device: caf\u00e9\n".encode("latin-1"))
+
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_settings(path, environ=NO_ENVIRONMENT)
+
+
+def test_invalid_yaml_rejected(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "server: [1, 2\n")
+
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_settings(path, environ=NO_ENVIRONMENT)
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        pytest.param("- a\n- b\n", "a list", id="list"),
+        pytest.param("just text\n", "str", id="scalar"),
+    ],
+)
+def test_top_level_not_mapping_rejected(tmp_path: Path, text: str, kind: str) -> None:
+    path = write_config(tmp_path, text)
+
+    with pytest.raises(ConfigError, match=f"expected a mapping at the top level, got {kind}"):
+        load_settings(path, environ=NO_ENVIRONMENT)
+
+
+def test_env_unknown_setting_rejected() -> None:
+    errors = config_errors(None, environ={"DARKROOM_FOO": "1"})
+
+    assert has_error(errors, "DARKROOM_FOO", "unknown setting"), errors
+
+
+def test_env_missing_source_rejected(one_source_config: Path) -> None:
+    environ = {"DARKROOM_SOURCES__NOPE__CACHE_TTL": "60"}
+
+    errors = config_errors(one_source_config, environ=environ)
+
+    assert has_error(errors, "DARKROOM_SOURCES__NOPE__CACHE_TTL", "no source named 'nope'"), errors
+
+
+def test_env_source_without_key_rejected() -> None:
+    errors = config_errors(None, environ={"DARKROOM_SOURCES__SAMPLES": "x"})
+
+    assert has_error(errors, "DARKROOM_SOURCES__SAMPLES", "<source name>__<key>"), errors
+
+
+def test_env_bad_port_named_by_key() -> None:
+    errors = config_errors(None, environ={"DARKROOM_SERVER__PORT": "abc"})
+
+    assert has_error(errors, "server.port", "'abc'"), errors
+
+
+def test_env_errors_join_file_errors(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "device: tpu\n")
+
+    errors = config_errors(path, environ={"DARKROOM_FOO": "1"})
+
+    assert has_error(errors, "DARKROOM_FOO", "unknown setting"), errors
+    assert has_error(errors, "device", "'tpu'"), errors
+
+
+def test_override_bad_device_rejected() -> None:
+    errors = config_errors(None, overrides={"device": "gpu"})
+
+    assert has_error(errors, "device", "'gpu'"), errors
