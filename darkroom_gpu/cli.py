@@ -90,9 +90,7 @@ def _serve(args: argparse.Namespace) -> int:
     for source in settings.sources:
         route = source.prefix if source.prefix is not None else ""
         hosts = f" hosts={','.join(source.hosts)}" if source.hosts else ""
-        logger.info(
-            "source %s: %s %s at prefix %r%s", source.name, source.kind, source.root, route, hosts
-        )
+        logger.info("source %s: %s at prefix %r%s", source.name, source.kind, route, hosts)
     logger.info("serving on http://%s:%d", settings.server.host, settings.server.port)
     web.run_app(
         app,

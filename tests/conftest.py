@@ -16,6 +16,7 @@ from pytest_aiohttp import AiohttpClient
 
 from darkroom_gpu.config import Limits, ServerSettings, Settings, SourceSettings
 from darkroom_gpu.server import create_app
+from darkroom_gpu.sources.filesystem import FilesystemOptions
 
 SAMPLES = Path(__file__).parent.parent / "darkroom_gpu" / "samples"
 DATA = Path(__file__).parent / "data"
@@ -36,7 +37,9 @@ def image_root(tmp_path: Path) -> Path:
 
 def source_settings(root: Path, **changes: object) -> SourceSettings:
     """Build a filesystem source over `root` with an empty prefix, changed by `changes`."""
-    source = SourceSettings(name="test", kind="filesystem", prefix="", hosts=(), root=root)
+    source = SourceSettings(
+        name="test", kind="filesystem", prefix="", hosts=(), options=FilesystemOptions(root)
+    )
     return replace(source, **changes)  # type: ignore[arg-type]
 
 

@@ -14,10 +14,18 @@ from darkroom_gpu.config import (
     ConfigError,
     Limits,
     ServerSettings,
+    SourceSettings,
     load_settings,
 )
+from darkroom_gpu.sources.filesystem import FilesystemOptions
 
 NO_ENVIRONMENT: Mapping[str, str] = {}
+
+
+def root_of(source: SourceSettings) -> Path:
+    """Return the root folder of a filesystem source."""
+    assert isinstance(source.options, FilesystemOptions)
+    return source.options.root
 
 
 def write_config(folder: Path, text: str, name: str = "darkroom.yaml") -> Path:
@@ -79,7 +87,7 @@ def test_no_file_serves_bundled_samples() -> None:
     assert source.kind == "filesystem"
     assert source.prefix == ""
     assert source.hosts == ()
-    assert source.root == DEFAULT_SAMPLES_ROOT.resolve()
+    assert root_of(source) == DEFAULT_SAMPLES_ROOT.resolve()
 
 
 def test_no_file_uses_documented_defaults() -> None:
@@ -97,7 +105,7 @@ def test_empty_file_serves_bundled_samples(tmp_path: Path) -> None:
     settings = load_settings(path, environ=NO_ENVIRONMENT)
 
     assert [source.name for source in settings.sources] == ["samples"]
-    assert settings.sources[0].root == DEFAULT_SAMPLES_ROOT.resolve()
+    assert root_of(settings.sources[0]) == DEFAULT_SAMPLES_ROOT.resolve()
 
 
 def test_design_example_filesystem_source(tmp_path: Path) -> None:
@@ -137,7 +145,7 @@ def test_design_example_filesystem_source(tmp_path: Path) -> None:
     assert source.name == "samples"
     assert source.prefix == "/samples"
     assert source.kind == "filesystem"
-    assert source.root == (tmp_path / "samples").resolve()
+    assert root_of(source) == (tmp_path / "samples").resolve()
     assert source.cache_ttl == 31_536_000
     assert dict(source.defaults) == {"q": "80"}
     assert source.allow_enlarge is True
@@ -163,7 +171,7 @@ def test_relative_root_resolves_against_config_folder(
 
     settings = load_settings(path, environ=NO_ENVIRONMENT)
 
-    assert settings.sources[0].root == (tmp_path / "conf" / "images").resolve()
+    assert root_of(settings.sources[0]) == (tmp_path / "conf" / "images").resolve()
 
 
 def test_single_source_without_route_gets_empty_prefix(tmp_path: Path, pictures: Path) -> None:
@@ -382,8 +390,8 @@ MANY_ERRORS = [
     pytest.param("sources[1].defaults", "q", id="bad default names q"),
     pytest.param("sources[2].prefix", "reserved", id="reserved prefix"),
     pytest.param("sources[3]", "prefix or hosts", id="source without route"),
-    pytest.param("sources", "'twin' is used twice", id="duplicate name"),
-    pytest.param("sources", "share the prefix '/twin'", id="duplicate prefix"),
+    pytest.param("sources[5].name", "'twin' is already used by sources[4]", id="duplicate name"),
+    pytest.param("sources[5].prefix", "'/twin' is already used", id="duplicate prefix"),
 ]
 
 
@@ -454,13 +462,13 @@ SOURCE_ERRORS = [
     pytest.param("name: Bad Name", "sources[0].name", "lower-case", id="name with capitals"),
     pytest.param("name: null", "sources[0].name", "missing", id="name missing"),
     pytest.param("kind: ftp", "sources[0].kind", "'ftp'", id="kind unknown"),
-    pytest.param("kind: null", "sources[0].kind", "None", id="kind missing"),
+    pytest.param("kind: null", "sources[0].kind", "missing", id="kind missing"),
     pytest.param("root: null", "sources[0].root", "missing", id="root missing"),
     pytest.param("prefix: img", "sources[0].prefix", "starting with '/'", id="prefix relative"),
     pytest.param("prefix: /_meta", "sources[0].prefix", "reserved", id="prefix underscore"),
     pytest.param("prefix: /ping/x", "sources[0].prefix", "reserved", id="prefix below ping"),
     pytest.param("hosts: img.example.com", "sources[0].hosts", "list", id="hosts string"),
-    pytest.param("hosts: ['']", "sources[0].hosts", "list", id="hosts empty name"),
+    pytest.param("hosts: ['']", "sources[0].hosts", "host name", id="hosts empty name"),
     pytest.param("cache_ttl: -1", "sources[0].cache_ttl", "-1", id="ttl negative"),
     pytest.param("allow_enlarge: 'no'", "sources[0].allow_enlarge", "true or false", id="enlarge"),
     pytest.param("defaults: [q]", "sources[0].defaults", "mapping", id="defaults list"),
@@ -507,7 +515,7 @@ def test_duplicate_hosts_rejected(tmp_path: Path, pictures: Path) -> None:
 
     errors = config_errors(path)
 
-    assert has_error(errors, "sources", "share the host 'img.example.com'"), errors
+    assert has_error(errors, "sources[1].host", "'img.example.com' is already used"), errors
 
 
 def test_root_is_file_rejected(tmp_path: Path) -> None:
@@ -614,3 +622,59 @@ def test_override_bad_device_rejected() -> None:
     errors = config_errors(None, overrides={"device": "gpu"})
 
     assert has_error(errors, "device", "'gpu'"), errors
+
+
+def test_duplicate_reported_beside_other_errors(tmp_path: Path, pictures: Path) -> None:
+    path = write_config(
+        tmp_path,
+        f"""\
+        sources:
+          - name: twin
+            prefix: /a
+            kind: filesystem
+            root: ./no-such-folder
+          - name: twin
+            prefix: /b
+            kind: filesystem
+            root: {pictures}
+        """,
+    )
+    errors = config_errors(path)
+    assert has_error(errors, "sources[0].root", "is not a folder"), errors
+    assert has_error(errors, "sources[1].name", "already used"), errors
+
+
+def test_host_with_port_is_rejected(tmp_path: Path, pictures: Path) -> None:
+    path = write_config(
+        tmp_path,
+        f"""\
+        sources:
+          - name: a
+            hosts: ["img.example.com:3000"]
+            kind: filesystem
+            root: {pictures}
+        """,
+    )
+    assert has_error(config_errors(path), "sources[0].hosts", "without port"), config_errors(path)
+
+
+def test_env_override_reaches_builtin_source_of_file(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "server: {port: 4000}\n")
+    environ = {"DARKROOM_SOURCES__SAMPLES__CACHE_TTL": "60"}
+    settings = load_settings(path, environ=environ)
+    assert settings.sources[0].cache_ttl == 60
+
+
+def test_unknown_kind_reports_only_kind(tmp_path: Path, pictures: Path) -> None:
+    path = write_config(
+        tmp_path,
+        f"""\
+        sources:
+          - name: a
+            kind: ftp
+            root: {pictures}
+        """,
+    )
+    errors = config_errors(path)
+    assert len(errors) == 1, errors
+    assert has_error(errors, "sources[0].kind", "'ftp'"), errors

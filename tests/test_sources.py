@@ -12,6 +12,7 @@ from darkroom_gpu.config import SourceSettings
 from darkroom_gpu.errors import InvalidPathError, NotFoundError, UnprocessableImageError
 from darkroom_gpu.server.router import SourceRouter, decode_path
 from darkroom_gpu.sources import FilesystemSource
+from darkroom_gpu.sources.filesystem import FilesystemOptions
 
 MAX_BYTES = 1024 * 1024
 PHOTO_BYTES = b"\xff\xd8\xff\xe0 not a real photo, only bytes to read back"
@@ -42,7 +43,7 @@ def root(tmp_path: Path, outside: Path) -> Path:
 
 @pytest.fixture
 def source(root: Path) -> FilesystemSource:
-    return FilesystemSource("local", root)
+    return FilesystemSource(source_settings("local", root))
 
 
 # --- FilesystemSource: reading -------------------------------------------------------------
@@ -146,7 +147,7 @@ async def test_fetch_through_relative_inner_symlink(source: FilesystemSource, ro
 async def test_fetch_root_given_as_symlink(tmp_path: Path, root: Path) -> None:
     linked_root = tmp_path / "linked-root"
     linked_root.symlink_to(root, target_is_directory=True)
-    linked_source = FilesystemSource("linked", linked_root)
+    linked_source = FilesystemSource(source_settings("linked", linked_root))
 
     fetched = await linked_source.fetch("photo.jpg", max_bytes=MAX_BYTES)
 
@@ -318,7 +319,9 @@ def test_decode_path_error_is_400() -> None:
 def source_settings(
     name: str, root: Path, prefix: str | None = None, hosts: tuple[str, ...] = ()
 ) -> SourceSettings:
-    return SourceSettings(name=name, kind="filesystem", prefix=prefix, hosts=hosts, root=root)
+    return SourceSettings(
+        name=name, kind="filesystem", prefix=prefix, hosts=hosts, options=FilesystemOptions(root)
+    )
 
 
 @pytest.fixture
@@ -331,6 +334,7 @@ def router(root: Path) -> SourceRouter:
             source_settings("rest", root, prefix=""),
             source_settings("cdn", root, hosts=("img.example.com",)),
             source_settings("cdn-thumbs", root, prefix="/thumbs", hosts=("thumbs.example.com",)),
+            source_settings("loopback-v6", root, hosts=("[::1]",)),
         )
     )
 
@@ -354,6 +358,8 @@ ROUTES = [
     pytest.param("thumbs.example.com", "/thumbs/a.jpg", "cdn-thumbs", "a.jpg", id="host+prefix"),
     pytest.param("thumbs.example.com", "/web/a.jpg", "web", "a.jpg", id="host, other prefix"),
     pytest.param(None, "/thumbs/a.jpg", "rest", "thumbs/a.jpg", id="prefix without host"),
+    pytest.param("[::1]", "/a.jpg", "loopback-v6", "a.jpg", id="ipv6 host"),
+    pytest.param("[::1]:3000", "/a.jpg", "loopback-v6", "a.jpg", id="ipv6 host with port"),
 ]
 
 

@@ -9,7 +9,8 @@ from urllib.parse import unquote_to_bytes
 
 from darkroom_gpu.config import SourceSettings
 from darkroom_gpu.errors import InvalidPathError, NotFoundError
-from darkroom_gpu.sources import FilesystemSource, Source
+from darkroom_gpu.sources import Source
+from darkroom_gpu.sources.kinds import resolve_source_kind
 
 __all__ = ("Route", "SourceRouter", "decode_path")
 
@@ -51,7 +52,7 @@ class SourceRouter:
         Raises:
             NotFoundError: no source matches.
         """
-        host_name = (host or "").rsplit(":", 1)[0].lower() if host else ""
+        host_name = _host_name(host)
         best: tuple[int, SourceSettings, Source] | None = None
         for settings, source in self._entries:
             if settings.hosts and host_name not in settings.hosts:
@@ -92,4 +93,12 @@ def decode_path(raw_path: str) -> str:
 
 
 def _create_source(settings: SourceSettings) -> Source:
-    return FilesystemSource(settings.name, settings.root)
+    return resolve_source_kind(settings.kind)(settings)
+
+
+def _host_name(host: str | None) -> str:
+    """Return the lower-case host of a ``Host`` header without its port (IPv6 keeps brackets)."""
+    host = (host or "").strip().lower()
+    if host.startswith("["):
+        return host.partition("]")[0] + "]"
+    return host.partition(":")[0]

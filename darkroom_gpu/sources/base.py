@@ -6,6 +6,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
 
+from darkroom_gpu.config.reader import ConfigReader
+from darkroom_gpu.config.settings import SourceSettings
+
 __all__ = ("Source", "SourceObject")
 
 
@@ -28,12 +31,32 @@ class SourceObject:
 class Source(ABC):
     """Fetches originals by object path.
 
-    Implementations raise `darkroom_gpu.errors.NotFoundError` for a missing object,
-    `UnprocessableImageError` for one over `max_bytes`, and other `ServiceError` subclasses for
-    upstream failures; anything else is treated as a bug.
+    A kind is a subclass: `read_options` validates its own configuration keys once at start,
+    and the constructor receives the validated settings with those options in
+    ``settings.options``. Implementations raise `darkroom_gpu.errors.NotFoundError` for a
+    missing object, `UnprocessableImageError` for one over ``max_bytes``, and other
+    `ServiceError` subclasses for upstream failures. Anything else is treated as a bug.
+
+    Args:
+        settings: the source's validated configuration.
     """
 
-    name: str
+    def __init__(self, settings: SourceSettings) -> None:
+        self.settings = settings
+        self.name = settings.name
+
+    @classmethod
+    @abstractmethod
+    def read_options(cls, reader: ConfigReader) -> object:
+        """Validate this kind's own keys of one source entry.
+
+        Record each problem with ``reader.invalid(key, message)`` rather than raising, so that
+        every error in the file is reported at once. Keys read through `reader` count as known;
+        any other key of the entry is then reported as unknown.
+
+        Returns:
+            The kind's options, a frozen dataclass stored in `SourceSettings.options`.
+        """
 
     @abstractmethod
     async def fetch(self, path: str, *, max_bytes: int) -> SourceObject:

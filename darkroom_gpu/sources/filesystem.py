@@ -6,14 +6,17 @@ import asyncio
 import errno
 import os
 import stat
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
+from darkroom_gpu.config.reader import ConfigReader
+from darkroom_gpu.config.settings import SourceSettings
 from darkroom_gpu.errors import NotFoundError, UnprocessableImageError
 from darkroom_gpu.sources.base import Source, SourceObject
 
-__all__ = ("FilesystemSource",)
+__all__ = ("FilesystemOptions", "FilesystemSource")
 
 # Errors from opening a client-chosen path that mean "no such file here" rather than a fault of
 # the server. ENAMETOOLONG is a name component over NAME_MAX and ELOOP a symlink loop.
@@ -30,6 +33,17 @@ _MISSING_PATH_ERRNOS: Final = frozenset(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class FilesystemOptions:
+    """Options of a filesystem source.
+
+    Attributes:
+        root: the folder served, as an absolute path.
+    """
+
+    root: Path
+
+
 class FilesystemSource(Source):
     """Serves regular files below `root`.
 
@@ -38,9 +52,22 @@ class FilesystemSource(Source):
     about what lies outside.
     """
 
-    def __init__(self, name: str, root: Path) -> None:
-        self.name = name
-        self.root = root.resolve()
+    def __init__(self, settings: SourceSettings) -> None:
+        super().__init__(settings)
+        if not isinstance(settings.options, FilesystemOptions):
+            raise TypeError(f"expected FilesystemOptions, got {type(settings.options).__name__}")
+        self.root = settings.options.root.resolve()
+
+    @classmethod
+    def read_options(cls, reader: ConfigReader) -> FilesystemOptions | None:
+        """Read ``root``, relative to the configuration file's folder, which must exist."""
+        root = reader.path("root", "a filesystem source needs a root folder")
+        if root is None:
+            return None
+        if not root.is_dir():
+            reader.invalid("root", f"{str(root)!r} is not a folder")
+            return None
+        return FilesystemOptions(root=root)
 
     async def fetch(self, path: str, *, max_bytes: int) -> SourceObject:
         """Read the file at `path` below the root in a worker thread."""

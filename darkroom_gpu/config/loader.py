@@ -1,0 +1,367 @@
+"""Load the configuration: YAML file, then ``DARKROOM_*`` environment, then command-line options.
+
+Every problem is collected and reported together, each naming its key (``server.port``,
+``sources[1].root``), so an operator fixes a file in one pass.
+
+Environment overrides use ``__`` to step into a mapping, and a source is addressed by its name:
+``DARKROOM_SERVER__PORT=8080``, ``DARKROOM_DEVICE=cpu``,
+``DARKROOM_LIMITS__MAX_SOURCE_BYTES=1048576``, ``DARKROOM_SOURCES__SAMPLES__CACHE_TTL=60``.
+Values are read as YAML scalars, so ``8080`` is an integer and ``true`` a boolean.
+``DARKROOM_CONFIG`` names the configuration file when ``--config`` is not given.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+from darkroom_gpu.config.reader import ConfigError, ConfigReader, describe
+from darkroom_gpu.config.settings import (
+    DEFAULT_SAMPLES_ROOT,
+    ONE_YEAR_SECONDS,
+    BatchSettings,
+    CircuitBreakerSettings,
+    Limits,
+    ServerSettings,
+    Settings,
+    SourceSettings,
+)
+from darkroom_gpu.errors import InvalidParameterError
+from darkroom_gpu.options import parse_options
+
+__all__ = ("RESERVED_PREFIXES", "load_settings")
+
+ENV_PREFIX: Final = "DARKROOM_"
+ENV_CONFIG_FILE: Final = "DARKROOM_CONFIG"
+ENV_SEPARATOR: Final = "__"
+DEVICE_PATTERN: Final = re.compile(r"auto|cpu|cuda(:\d+)?")
+SOURCE_NAME_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+HOST_NAME_PATTERN: Final = re.compile(r"[a-z0-9.-]+|\[[0-9a-f:.]+\]")
+
+# Paths the server answers itself; a source prefix may not shadow them.
+RESERVED_PREFIXES: Final = ("/ping", "/healthz", "/readyz", "/metrics", "/_")
+
+
+def load_settings(
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read, override and validate the configuration.
+
+    Args:
+        path: YAML file; ``None`` falls back to ``DARKROOM_CONFIG``, then to a built-in
+            configuration that serves the bundled sample folder.
+        environ: environment to read ``DARKROOM_*`` overrides from; defaults to ``os.environ``.
+        overrides: top-level keys set last, such as command-line options (``{"device": "cpu"}``
+            or ``{"server": {"port": 8080}}``).
+
+    Returns:
+        The validated settings.
+
+    Raises:
+        ConfigError: with every problem found, when anything is invalid or unreadable.
+    """
+    environ = os.environ if environ is None else environ
+    if path is None and environ.get(ENV_CONFIG_FILE):
+        path = Path(environ[ENV_CONFIG_FILE])
+
+    raw = _read_file(path) if path is not None else {}
+    if "sources" not in raw:
+        raw["sources"] = _builtin_sources()
+    base_dir = path.parent if path is not None else Path.cwd()
+
+    errors: list[str] = []
+    _apply_environment(raw, environ, errors)
+    for key, value in (overrides or {}).items():
+        _merge(raw, key, value)
+
+    settings = _validate(ConfigReader(raw, "", errors, base_dir))
+    if errors or settings is None:
+        raise ConfigError(errors)
+    return settings
+
+
+def _builtin_sources() -> list[dict[str, Any]]:
+    return [
+        {"name": "samples", "prefix": "", "kind": "filesystem", "root": str(DEFAULT_SAMPLES_ROOT)}
+    ]
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot be read: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: is not UTF-8 text"]) from exc
+
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: invalid YAML: {exc}"]) from exc
+
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{path}: expected a mapping at the top level, got {describe(raw)}"])
+    return raw
+
+
+def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str], errors: list[str]) -> None:
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG_FILE:
+            continue
+        keys = [part.lower() for part in name[len(ENV_PREFIX) :].split(ENV_SEPARATOR)]
+        try:
+            value = yaml.safe_load(environ[name])
+        except yaml.YAMLError:
+            value = environ[name]
+
+        if keys[0] == "sources":
+            _apply_source_override(raw, name, keys[1:], value, errors)
+        elif keys[0] in ("server", "device", "limits", "batching"):
+            _merge(raw, keys[0], _nest(keys[1:], value))
+        else:
+            errors.append(
+                f"{name}: unknown setting; expected SERVER, DEVICE, LIMITS, BATCHING or SOURCES"
+            )
+
+
+def _apply_source_override(
+    raw: dict[str, Any], name: str, keys: list[str], value: Any, errors: list[str]
+) -> None:
+    if len(keys) < 2:
+        errors.append(f"{name}: expected DARKROOM_SOURCES__<source name>__<key>")
+        return
+
+    sources = raw.get("sources")
+    wanted = keys[0].replace("-", "_")
+    for source in sources if isinstance(sources, list) else []:
+        if isinstance(source, dict) and str(source.get("name", "")).replace("-", "_") == wanted:
+            _merge(source, keys[1], _nest(keys[2:], value))
+            return
+    errors.append(f"{name}: no source named {keys[0]!r} in the configuration")
+
+
+def _nest(keys: list[str], value: Any) -> Any:
+    for key in reversed(keys):
+        value = {key: value}
+    return value
+
+
+def _merge(target: dict[str, Any], key: str, value: Any) -> None:
+    current = target.get(key)
+    if isinstance(current, dict) and isinstance(value, dict):
+        for inner_key, inner_value in value.items():
+            _merge(current, inner_key, inner_value)
+    else:
+        target[key] = value
+
+
+def _validate(top: ConfigReader) -> Settings | None:
+    server = _validate_server(top.child("server"))
+    device = top.text("device", "auto") or "auto"
+    if not DEVICE_PATTERN.fullmatch(device):
+        top.invalid("device", f"expected auto, cpu, cuda or cuda:N, got {device!r}")
+    limits = _validate_limits(top.child("limits"), Limits())
+    batching = _validate_batching(top.child("batching"))
+
+    raw_sources = top.get("sources")
+    if not isinstance(raw_sources, list) or not raw_sources:
+        top.invalid("sources", f"expected a non-empty list of sources, got {raw_sources!r}")
+        raw_sources = []
+    top.reject_unknown()
+
+    sources = []
+    for index, raw_source in enumerate(raw_sources):
+        reader = ConfigReader(raw_source, f"sources[{index}]", top.errors, top.base_dir)
+        source = _validate_source(reader, limits, single=len(raw_sources) == 1)
+        if source is not None:
+            sources.append(source)
+    _check_routes_unique(raw_sources, top.errors)
+
+    if top.errors:
+        return None
+    return Settings(
+        server=server, device=device, limits=limits, sources=tuple(sources), batching=batching
+    )
+
+
+def _validate_server(reader: ConfigReader) -> ServerSettings:
+    defaults = ServerSettings()
+    host = reader.text("host", defaults.host) or defaults.host
+    port = reader.integer("port", defaults.port, 1, 65535)
+    workers = reader.integer("workers", defaults.workers, 1, 256)
+    reader.reject_unknown()
+    return ServerSettings(host=host, port=port, workers=workers)
+
+
+def _validate_limits(reader: ConfigReader, base: Limits) -> Limits:
+    limits = Limits(
+        max_source_bytes=reader.integer("max_source_bytes", base.max_source_bytes, 1, 2**40),
+        max_source_pixels=reader.integer("max_source_pixels", base.max_source_pixels, 1, 2**40),
+        max_output_side=reader.integer("max_output_side", base.max_output_side, 1, 65535),
+    )
+    reader.reject_unknown()
+    return limits
+
+
+def _validate_batching(reader: ConfigReader) -> BatchSettings:
+    base = BatchSettings()
+    batching = BatchSettings(
+        max_wait_ms=reader.number("max_wait_ms", base.max_wait_ms, 0, 1000),
+        max_images=reader.integer("max_images", base.max_images, 1, 1024),
+        max_megapixels=reader.number("max_megapixels", base.max_megapixels, 1, 100_000),
+        max_queue=reader.integer("max_queue", base.max_queue, 1, 1_000_000),
+    )
+    reader.reject_unknown()
+    return batching
+
+
+def _validate_circuit_breaker(reader: ConfigReader) -> CircuitBreakerSettings:
+    base = CircuitBreakerSettings()
+    breaker = CircuitBreakerSettings(
+        failures=reader.integer("failures", base.failures, 1, 1000),
+        reset_after=reader.number("reset_after", base.reset_after, 0.1, 3600),
+    )
+    reader.reject_unknown()
+    return breaker
+
+
+def _validate_source(
+    reader: ConfigReader, global_limits: Limits, *, single: bool
+) -> SourceSettings | None:
+    name = reader.required_text("name", "every source needs a name")
+    if name is not None and not SOURCE_NAME_PATTERN.fullmatch(name):
+        reader.invalid(
+            "name", f"expected 1 to 64 lower-case letters, digits, '-' or '_', got {name!r}"
+        )
+
+    prefix = _validate_prefix(reader)
+    hosts = _validate_hosts(reader)
+    if prefix is None and not hosts:
+        if single:
+            prefix = ""
+        else:
+            reader.error(reader.where, "needs a prefix or hosts to be routed by")
+
+    kind = reader.required_text("kind", "expected filesystem or module.path:Class")
+    options = None
+    if kind is None:
+        reader.accept_all()
+    else:
+        options = _validate_kind_options(reader, kind)
+
+    cache_ttl = reader.integer("cache_ttl", ONE_YEAR_SECONDS, 0, 10 * ONE_YEAR_SECONDS)
+    allow_enlarge = reader.boolean("allow_enlarge", True)
+    limits = _validate_limits(reader.child("limits"), global_limits)
+    defaults = _validate_defaults(reader, limits)
+    breaker = _validate_circuit_breaker(reader.child("circuit_breaker"))
+    for key in ("signing_key", "signing_keys"):
+        if reader.get(key) is not None:
+            reader.invalid(key, "signed URLs are not supported by this version")
+    reader.reject_unknown()
+
+    if name is None or kind is None or options is None:
+        return None
+    return SourceSettings(
+        name=name,
+        kind=kind,
+        prefix=prefix,
+        hosts=hosts,
+        options=options,
+        cache_ttl=cache_ttl,
+        defaults=defaults,
+        allow_enlarge=allow_enlarge,
+        limits=limits,
+        circuit_breaker=breaker,
+    )
+
+
+def _validate_kind_options(reader: ConfigReader, kind: str) -> object | None:
+    # Imported here because source kinds import this package for ConfigReader.
+    from darkroom_gpu.sources.kinds import UnknownSourceKindError, resolve_source_kind
+
+    try:
+        source_class = resolve_source_kind(kind)
+    except UnknownSourceKindError as exc:
+        reader.invalid("kind", str(exc))
+        # Without the kind, its keys cannot be told from typos; report only the kind.
+        reader.accept_all()
+        return None
+
+    errors_before = len(reader.errors)
+    options = source_class.read_options(reader)
+    return options if len(reader.errors) == errors_before else None
+
+
+def _validate_prefix(reader: ConfigReader) -> str | None:
+    prefix = reader.text("prefix")
+    if prefix is None:
+        return None
+    prefix = prefix.rstrip("/")
+    if prefix and not prefix.startswith("/"):
+        reader.invalid("prefix", f"expected a path starting with '/', got {prefix!r}")
+    elif prefix.startswith("/_") or any(
+        prefix == reserved or prefix.startswith(reserved + "/") for reserved in RESERVED_PREFIXES
+    ):
+        reader.invalid("prefix", f"{prefix!r} is reserved for the server's own routes")
+    return prefix
+
+
+def _validate_hosts(reader: ConfigReader) -> tuple[str, ...]:
+    value = reader.get("hosts")
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(host, str) for host in value):
+        reader.invalid("hosts", f"expected a list of host names, got {value!r}")
+        return ()
+
+    hosts = tuple(host.lower() for host in value)
+    for host in hosts:
+        if not HOST_NAME_PATTERN.fullmatch(host):
+            reader.invalid("hosts", f"expected a host name without port or scheme, got {host!r}")
+    return hosts
+
+
+def _validate_defaults(reader: ConfigReader, limits: Limits) -> dict[str, str]:
+    raw = reader.mapping("defaults")
+    defaults = {str(name): _scalar_text(value) for name, value in raw.items()}
+    try:
+        parse_options([], max_side=limits.max_output_side, defaults=defaults)
+    except InvalidParameterError as exc:
+        reader.invalid("defaults", exc.public_message)
+    return defaults
+
+
+def _check_routes_unique(raw_sources: list[Any], errors: list[str]) -> None:
+    # Checked on the raw entries, so a clash is reported even when a source has other errors.
+    seen: dict[tuple[str, str], int] = {}
+    for index, source in enumerate(raw_sources):
+        if not isinstance(source, dict):
+            continue
+        keys = [("name", str(source["name"]))] if "name" in source else []
+        # Sources routed by host may share a prefix with each other and with the rest.
+        if isinstance(source.get("prefix"), str) and not source.get("hosts"):
+            keys.append(("prefix", source["prefix"].rstrip("/")))
+        if isinstance(source.get("hosts"), list):
+            keys.extend(("host", str(host).lower()) for host in source["hosts"])
+        for key in keys:
+            if key in seen:
+                errors.append(
+                    f"sources[{index}].{key[0]}: {key[1]!r} is already used by sources[{seen[key]}]"
+                )
+            else:
+                seen[key] = index
+
+
+def _scalar_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

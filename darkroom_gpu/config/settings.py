@@ -1,0 +1,119 @@
+"""The validated configuration: frozen dataclasses with documented defaults."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+__all__ = (
+    "DEFAULT_SAMPLES_ROOT",
+    "ONE_YEAR_SECONDS",
+    "BatchSettings",
+    "CircuitBreakerSettings",
+    "Limits",
+    "ServerSettings",
+    "Settings",
+    "SourceSettings",
+)
+
+DEFAULT_SAMPLES_ROOT: Final = Path(__file__).parent.parent / "samples"
+ONE_YEAR_SECONDS: Final = 31_536_000
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """Where the HTTP server listens and how many worker threads process images."""
+
+    host: str = "127.0.0.1"
+    port: int = 3000
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what a request may make the server read and produce.
+
+    Attributes:
+        max_source_bytes: size of a source object in bytes.
+        max_source_pixels: stored width x height of a source image.
+        max_output_side: bound on ``w``, ``h`` and each side after ``dpr``, in pixels.
+    """
+
+    max_source_bytes: int = 50 * 1024 * 1024
+    max_source_pixels: int = 50_000_000
+    max_output_side: int = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSettings:
+    """How the micro-batcher in front of a GPU manipulator groups requests.
+
+    Attributes:
+        max_wait_ms: longest time a request waits for batch-mates while the GPU is busy.
+        max_images: most images in one batch.
+        max_megapixels: most source megapixels (stored width x height / 1e6) in one batch.
+        max_queue: most requests waiting; past it a request gets 503 with ``Retry-After``.
+    """
+
+    max_wait_ms: float = 2.0
+    max_images: int = 32
+    max_megapixels: float = 200.0
+    max_queue: int = 256
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreakerSettings:
+    """When a source stops contacting a failing origin.
+
+    Attributes:
+        failures: consecutive failures that open the circuit.
+        reset_after: seconds the circuit stays open before one request tries the origin again.
+    """
+
+    failures: int = 5
+    reset_after: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSettings:
+    """One registered image source and its per-source policy.
+
+    Attributes:
+        name: bounded label used in metrics and logs.
+        kind: source kind: ``filesystem``, ``http``, ``s3`` or an import path
+            ``package.module:Class``.
+        prefix: path prefix the source is routed by, ``""`` or ``/name`` without a trailing
+            slash; ``None`` when the source is routed by `hosts` only.
+        hosts: ``Host`` header names (lower case, no port) the source is routed by.
+        options: the kind's own validated options, such as `FilesystemOptions`.
+        cache_ttl: seconds for ``Cache-Control: max-age``.
+        defaults: URL parameters applied when a request omits them.
+        allow_enlarge: whether results may be larger than the source.
+        limits: the global limits with this source's overrides applied.
+        circuit_breaker: when the source stops contacting a failing origin.
+    """
+
+    name: str
+    kind: str
+    prefix: str | None
+    hosts: tuple[str, ...]
+    options: object
+    cache_ttl: int = ONE_YEAR_SECONDS
+    defaults: Mapping[str, str] = field(default_factory=dict)
+    allow_enlarge: bool = True
+    limits: Limits = field(default_factory=Limits)
+    circuit_breaker: CircuitBreakerSettings = field(default_factory=CircuitBreakerSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The whole validated configuration."""
+
+    server: ServerSettings
+    device: str
+    limits: Limits
+    sources: tuple[SourceSettings, ...]
+    batching: BatchSettings = field(default_factory=BatchSettings)
