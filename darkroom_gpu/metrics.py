@@ -55,6 +55,41 @@ class Metrics:
             ["source", "kind"],
             registry=self.registry,
         )
+        self.cache_requests = Counter(
+            "darkroom_cache_requests",
+            "Result cache look-ups, by result (hit, miss, shared for a coalesced transform).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "darkroom_batch_size",
+            "Images per batch dispatched to a GPU manipulator.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "darkroom_queue_depth",
+            "Images waiting in the micro-batcher's queue.",
+            registry=self.registry,
+        )
+        self.queue_wait = Histogram(
+            "darkroom_queue_wait_seconds",
+            "Time an image waits in the micro-batcher's queue before its batch starts.",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
+        self.gpu_fallbacks = Counter(
+            "darkroom_gpu_fallbacks",
+            "Images the GPU manipulator handed to the CPU, by reason (out_of_memory, "
+            "cuda_error, cpu_decode).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.gpu_memory = Gauge(
+            "darkroom_gpu_memory_bytes",
+            "CUDA memory allocated by torch on the serving device.",
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         """Return every metric in the Prometheus text format."""

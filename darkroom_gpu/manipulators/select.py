@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 
+from darkroom_gpu.config import BatchSettings
 from darkroom_gpu.manipulators.base import Manipulator
 from darkroom_gpu.manipulators.cpu import CpuManipulator
+from darkroom_gpu.metrics import Metrics
 
 __all__ = ("UnsupportedDeviceError", "create_manipulator")
 
@@ -16,8 +18,16 @@ class UnsupportedDeviceError(Exception):
     """The configured device cannot be used by this build."""
 
 
-def create_manipulator(device: str, *, workers: int) -> Manipulator:
+def create_manipulator(
+    device: str, *, workers: int, batching: BatchSettings, metrics: Metrics
+) -> Manipulator:
     """Create the manipulator for `device` (``auto``, ``cpu``, ``cuda`` or ``cuda:N``).
+
+    Args:
+        device: the configured device.
+        workers: CPU worker threads.
+        batching: micro-batcher bounds, used by GPU manipulators.
+        metrics: where batch, queue and fallback metrics are recorded.
 
     Raises:
         UnsupportedDeviceError: a CUDA device was requested.

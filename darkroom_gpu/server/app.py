@@ -36,10 +36,13 @@ def create_app(settings: Settings, manipulator: Manipulator | None = None) -> we
     app = web.Application(middlewares=[request_middleware])
     app[SETTINGS] = settings
     app[ROUTER] = SourceRouter(settings.sources)
-    app[MANIPULATOR] = manipulator or create_manipulator(
-        settings.device, workers=settings.server.workers
-    )
     app[METRICS] = Metrics()
+    app[MANIPULATOR] = manipulator or create_manipulator(
+        settings.device,
+        workers=settings.server.workers,
+        batching=settings.batching,
+        metrics=app[METRICS],
+    )
     app[READY] = asyncio.Event()
     app.cleanup_ctx.append(_lifecycle)
 
