@@ -78,7 +78,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         settings = load_settings(args.config, overrides=overrides)
-        app = create_app(settings)
+        app = create_app(settings, reloader=(args.config, overrides))
     except ConfigError as exc:
         for error in exc.errors:
             logger.error("configuration: %s", error)

@@ -25,10 +25,12 @@ from darkroom_gpu.config.settings import (
     DEFAULT_SAMPLES_ROOT,
     ONE_YEAR_SECONDS,
     BatchSettings,
+    CacheSettings,
     CircuitBreakerSettings,
     Limits,
     ServerSettings,
     Settings,
+    SharedStoreSettings,
     SourceSettings,
 )
 from darkroom_gpu.errors import InvalidParameterError
@@ -125,12 +127,11 @@ def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str], errors: 
 
         if keys[0] == "sources":
             _apply_source_override(raw, name, keys[1:], value, errors)
-        elif keys[0] in ("server", "device", "limits", "batching"):
+        elif keys[0] in ("server", "device", "limits", "batching", "cache"):
             _merge(raw, keys[0], _nest(keys[1:], value))
         else:
-            errors.append(
-                f"{name}: unknown setting; expected SERVER, DEVICE, LIMITS, BATCHING or SOURCES"
-            )
+            expected = "SERVER, DEVICE, LIMITS, BATCHING, CACHE or SOURCES"
+            errors.append(f"{name}: unknown setting; expected {expected}")
 
 
 def _apply_source_override(
@@ -171,6 +172,7 @@ def _validate(top: ConfigReader) -> Settings | None:
         top.invalid("device", f"expected auto, cpu, cuda or cuda:N, got {device!r}")
     limits = _validate_limits(top.child("limits"), Limits())
     batching = _validate_batching(top.child("batching"))
+    cache = _validate_cache(top.child("cache"))
 
     raw_sources = top.get("sources")
     if not isinstance(raw_sources, list) or not raw_sources:
@@ -189,7 +191,12 @@ def _validate(top: ConfigReader) -> Settings | None:
     if top.errors:
         return None
     return Settings(
-        server=server, device=device, limits=limits, sources=tuple(sources), batching=batching
+        server=server,
+        device=device,
+        limits=limits,
+        sources=tuple(sources),
+        batching=batching,
+        cache=cache,
     )
 
 
@@ -198,8 +205,9 @@ def _validate_server(reader: ConfigReader) -> ServerSettings:
     host = reader.text("host", defaults.host) or defaults.host
     port = reader.integer("port", defaults.port, 1, 65535)
     workers = reader.integer("workers", defaults.workers, 1, 256)
+    watch_config = reader.boolean("watch_config", defaults.watch_config)
     reader.reject_unknown()
-    return ServerSettings(host=host, port=port, workers=workers)
+    return ServerSettings(host=host, port=port, workers=workers, watch_config=watch_config)
 
 
 def _validate_limits(reader: ConfigReader, base: Limits) -> Limits:
@@ -222,6 +230,35 @@ def _validate_batching(reader: ConfigReader) -> BatchSettings:
     )
     reader.reject_unknown()
     return batching
+
+
+def _validate_cache(reader: ConfigReader) -> CacheSettings:
+    max_bytes = reader.integer("max_bytes", CacheSettings().max_bytes, 0, 2**40)
+    shared = None
+    if reader.get("shared") is not None:
+        shared = _validate_shared_store(reader.child("shared"))
+    reader.reject_unknown()
+    return CacheSettings(max_bytes=max_bytes, shared=shared)
+
+
+def _validate_shared_store(reader: ConfigReader) -> SharedStoreSettings | None:
+    base = SharedStoreSettings(bucket="")
+    bucket = reader.required_text("bucket", "the shared result store needs a bucket")
+    key_id = reader.text("access_key_id")
+    secret = reader.text("secret_access_key")
+    if (key_id is None) != (secret is None):
+        reader.invalid("access_key_id", "give both access_key_id and secret_access_key, or neither")
+    store = SharedStoreSettings(
+        bucket=bucket or "",
+        region=reader.text("region", base.region) or base.region,
+        endpoint_url=reader.text("endpoint_url"),
+        prefix=reader.text("prefix", base.prefix) or "",
+        access_key_id=key_id,
+        secret_access_key=secret,
+        session_token=reader.text("session_token"),
+    )
+    reader.reject_unknown()
+    return store if bucket else None
 
 
 def _validate_circuit_breaker(reader: ConfigReader) -> CircuitBreakerSettings:

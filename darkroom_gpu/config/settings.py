@@ -12,6 +12,8 @@ __all__ = (
     "DEFAULT_SAMPLES_ROOT",
     "ONE_YEAR_SECONDS",
     "BatchSettings",
+    "CacheSettings",
+    "SharedStoreSettings",
     "CircuitBreakerSettings",
     "Limits",
     "ServerSettings",
@@ -30,6 +32,7 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 3000
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    watch_config: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,42 @@ class BatchSettings:
     max_images: int = 32
     max_megapixels: float = 200.0
     max_queue: int = 256
+
+
+@dataclass(frozen=True, slots=True)
+class SharedStoreSettings:
+    """An S3 bucket (or S3-compatible store) where replicas share finished results.
+
+    Attributes:
+        bucket: the bucket name.
+        region: the bucket's region.
+        endpoint_url: the store's URL, for S3-compatible services; ``None`` for AWS.
+        prefix: key prefix of every stored result.
+        access_key_id: credentials; ``None`` uses the standard AWS credential chain.
+        secret_access_key: the secret paired with `access_key_id`.
+        session_token: an optional session token for temporary credentials.
+    """
+
+    bucket: str
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    prefix: str = "darkroom-results/"
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    """The result cache.
+
+    Attributes:
+        max_bytes: bound on the in-memory cache's summed result sizes; 0 turns it off.
+        shared: an optional S3 store that replicas share, consulted after a memory miss.
+    """
+
+    max_bytes: int = 256 * 1024 * 1024
+    shared: SharedStoreSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,3 +156,4 @@ class Settings:
     limits: Limits
     sources: tuple[SourceSettings, ...]
     batching: BatchSettings = field(default_factory=BatchSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)

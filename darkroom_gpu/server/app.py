@@ -5,37 +5,57 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
+from darkroom_gpu.cache import CachedResult, Coalescer, ResultCache
 from darkroom_gpu.config import Settings
 from darkroom_gpu.manipulators import Manipulator, create_manipulator
 from darkroom_gpu.metrics import Metrics
 from darkroom_gpu.server.image import handle_image
 from darkroom_gpu.server.middleware import request_middleware
-from darkroom_gpu.server.router import SourceRouter
+from darkroom_gpu.server.reload import ConfigReloader, reload_context
 from darkroom_gpu.server.routes import handle_healthz, handle_metrics, handle_ping, handle_readyz
-from darkroom_gpu.server.state import MANIPULATOR, METRICS, READY, ROUTER, SETTINGS
+from darkroom_gpu.server.runtime import RuntimeHolder
+from darkroom_gpu.server.state import (
+    CACHE,
+    MANIPULATOR,
+    METRICS,
+    READY,
+    RUNTIME,
+    SHARED_STORE,
+    TRANSFORMS,
+)
+from darkroom_gpu.shared_store import SharedResultStore
 
 __all__ = ("create_app",)
 
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, manipulator: Manipulator | None = None) -> web.Application:
+def create_app(
+    settings: Settings,
+    manipulator: Manipulator | None = None,
+    *,
+    reloader: tuple[Path | None, Mapping[str, Any]] | None = None,
+) -> web.Application:
     """Create the application.
 
     Args:
         settings: the validated configuration.
         manipulator: the manipulator to use; by default one for ``settings.device``.
+        reloader: the configuration file and command-line overrides to reload on SIGHUP (and
+            on file changes when ``server.watch_config`` is on); ``None`` disables reloading.
 
     Raises:
         UnsupportedDeviceError: the configured device cannot be used.
     """
     app = web.Application(middlewares=[request_middleware])
-    app[SETTINGS] = settings
-    app[ROUTER] = SourceRouter(settings.sources)
+    app[RUNTIME] = RuntimeHolder(settings)
     app[METRICS] = Metrics()
     app[MANIPULATOR] = manipulator or create_manipulator(
         settings.device,
@@ -44,7 +64,17 @@ def create_app(settings: Settings, manipulator: Manipulator | None = None) -> we
         metrics=app[METRICS],
     )
     app[READY] = asyncio.Event()
+    app[CACHE] = ResultCache(settings.cache.max_bytes)
+    app[TRANSFORMS] = Coalescer[CachedResult]()
+    shared = settings.cache.shared
+    app[SHARED_STORE] = SharedResultStore(shared) if shared is not None else None
     app.cleanup_ctx.append(_lifecycle)
+    if reloader is not None:
+        path, overrides = reloader
+        config_reloader = ConfigReloader(app[RUNTIME], path, overrides)
+        app.cleanup_ctx.append(
+            partial(reload_context, reloader=config_reloader, watch=settings.server.watch_config)
+        )
 
     # The server's own routes are registered first so that they win over any source.
     app.router.add_get("/ping", handle_ping)
@@ -62,7 +92,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError):
         await warm_up
     await app[MANIPULATOR].close()
-    await app[ROUTER].close()
+    await app[RUNTIME].close()
+    store = app[SHARED_STORE]
+    if store is not None:
+        await store.close()
 
 
 async def _warm_up(app: web.Application) -> None:

@@ -1,56 +1,74 @@
-"""The image route: route -> options -> fetch -> conditional check -> transform -> response."""
+"""The image route: route -> options -> fetch -> conditional check -> cache -> transform."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import logging
 import time
+from email.utils import format_datetime
 from typing import Final
 
 from aiohttp import web
 
 from darkroom_gpu import codecs
+from darkroom_gpu.cache import CachedResult, result_key
 from darkroom_gpu.codecs import MEDIA_TYPES
+from darkroom_gpu.config import SourceSettings
 from darkroom_gpu.errors import ServiceError, UnsupportedMediaTypeError
 from darkroom_gpu.manipulators import ImageJob
 from darkroom_gpu.options import OutputFormat, ProcessingOptions, parse_options
 from darkroom_gpu.server.middleware import SOURCE_NAME
 from darkroom_gpu.server.router import Route, decode_path
-from darkroom_gpu.server.state import MANIPULATOR, METRICS, ROUTER
+from darkroom_gpu.server.state import (
+    CACHE,
+    MANIPULATOR,
+    METRICS,
+    RUNTIME,
+    SHARED_STORE,
+    TRANSFORMS,
+)
+from darkroom_gpu.sources import SourceObject
 
 __all__ = ("handle_image", "negotiate_format")
+
+logger = logging.getLogger(__name__)
 
 # The status nginx logs when the client goes away first; counted as a 4xx.
 CLIENT_CLOSED_REQUEST: Final = 499
 # Order of preference when the client accepts several modern formats.
 _NEGOTIABLE: Final = ((OutputFormat.AVIF, "image/avif"), (OutputFormat.WEBP, "image/webp"))
+# Errors a source raises for the object itself rather than for the origin's health.
+_OBJECT_ERRORS: Final = frozenset({"not_found", "unprocessable_image", "invalid_path"})
 
 
 async def handle_image(request: web.Request) -> web.StreamResponse:
     """Serve one image, transformed by its query parameters."""
     started = time.perf_counter()
     path = decode_path(request.raw_path.split("?", 1)[0])
-    route = request.app[ROUTER].resolve(request.host, path)
-    request[SOURCE_NAME] = route.settings.name
-    metrics = request.app[METRICS]
-    metrics.inflight.inc()
-    output_format = "none"
-    status = 500
-    try:
-        response = await _serve(request, route, started)
-        status = response.status
-        output_format = response.content_type.removeprefix("image/")
-        return response
-    except ServiceError as exc:
-        status = exc.status
-        raise
-    except asyncio.CancelledError:
-        status = CLIENT_CLOSED_REQUEST
-        raise
-    finally:
-        metrics.inflight.dec()
-        metrics.requests.labels(route.settings.name, f"{status // 100}xx", output_format).inc()
-        metrics.request_duration.labels(route.settings.name).observe(time.perf_counter() - started)
+    with request.app[RUNTIME].acquire() as runtime:
+        route = runtime.router.resolve(request.host, path)
+        request[SOURCE_NAME] = route.settings.name
+        metrics = request.app[METRICS]
+        metrics.inflight.inc()
+        output_format = "none"
+        status = 500
+        try:
+            response = await _serve(request, route, started)
+            status = response.status
+            output_format = response.content_type.removeprefix("image/")
+            return response
+        except ServiceError as exc:
+            status = exc.status
+            raise
+        except asyncio.CancelledError:
+            status = CLIENT_CLOSED_REQUEST
+            raise
+        finally:
+            metrics.inflight.dec()
+            metrics.requests.labels(route.settings.name, f"{status // 100}xx", output_format).inc()
+            metrics.request_duration.labels(route.settings.name).observe(
+                time.perf_counter() - started
+            )
 
 
 async def _serve(request: web.Request, route: Route, started: float) -> web.StreamResponse:
@@ -62,49 +80,93 @@ async def _serve(request: web.Request, route: Route, started: float) -> web.Stre
     if options.auto_format and options.output_format is None:
         negotiated = negotiate_format(request.headers.get("Accept", ""))
 
-    fetch_started = time.perf_counter()
-    source_object = await route.source.fetch(route.path, max_bytes=settings.limits.max_source_bytes)
-    timings = {"fetch": time.perf_counter() - fetch_started}
-    request.app[METRICS].stage_duration.labels("fetch", "cpu").observe(timings["fetch"])
-
-    etag = _etag(source_object.identity, options, negotiated)
-    headers = {
-        "Cache-Control": f"public, max-age={settings.cache_ttl}",
-        "ETag": etag,
-    }
-    if source_object.last_modified is not None:
-        headers["Last-Modified"] = source_object.last_modified.strftime("%a, %d %b %Y %H:%M:%S GMT")
-    if options.auto_format and options.output_format is None:
-        headers["Vary"] = "Accept"
+    timings: dict[str, float] = {}
+    source_object = await _fetch(request, route, timings)
+    key = result_key(
+        source_object.identity,
+        options.canonical() if not options.is_identity else "original",
+        negotiated or "",
+    )
+    headers = _cache_headers(settings, source_object, key, options)
+    if _not_modified(request, headers["ETag"]):
+        return web.Response(status=304, headers=headers)
 
     if options.is_identity:
         fmt = codecs.sniff(source_object.data)
         if fmt is None:
             raise UnsupportedMediaTypeError("the source is not an image in a supported format")
-        if _not_modified(request, etag):
-            return web.Response(status=304, headers=headers)
-        headers["Server-Timing"] = _server_timing(timings, started)
-        return web.Response(body=source_object.data, content_type=MEDIA_TYPES[fmt], headers=headers)
+        result = CachedResult(body=source_object.data, content_type=MEDIA_TYPES[fmt])
+    else:
+        result = await _cached_transform(request, key, route, source_object, options, negotiated)
 
-    if _not_modified(request, etag):
-        return web.Response(status=304, headers=headers)
-
-    job = ImageJob(
-        data=source_object.data,
-        options=options,
-        negotiated_format=negotiated,
-        allow_enlarge=settings.allow_enlarge,
-        max_pixels=settings.limits.max_source_pixels,
-    )
-    manipulator = request.app[MANIPULATOR]
-    result = await manipulator.process(job)
-    for stage, seconds in result.timings.items():
-        request.app[METRICS].stage_duration.labels(stage, manipulator.device).observe(seconds)
-    timings.update(result.timings)
+    timings.update(result.server_timing)
     headers["Server-Timing"] = _server_timing(timings, started)
-    return web.Response(
-        body=result.data, content_type=MEDIA_TYPES[result.output_format.value], headers=headers
-    )
+    return web.Response(body=result.body, content_type=result.content_type, headers=headers)
+
+
+async def _fetch(request: web.Request, route: Route, timings: dict[str, float]) -> SourceObject:
+    settings = route.settings
+    metrics = request.app[METRICS]
+    fetch_started = time.perf_counter()
+    try:
+        return await route.source.fetch(route.path, max_bytes=settings.limits.max_source_bytes)
+    except ServiceError as exc:
+        if exc.code not in _OBJECT_ERRORS:
+            metrics.source_errors.labels(settings.name, exc.code).inc()
+        raise
+    finally:
+        timings["fetch"] = time.perf_counter() - fetch_started
+        metrics.stage_duration.labels("fetch", "cpu").observe(timings["fetch"])
+
+
+async def _cached_transform(
+    request: web.Request,
+    key: str,
+    route: Route,
+    source_object: SourceObject,
+    options: ProcessingOptions,
+    negotiated: OutputFormat | None,
+) -> CachedResult:
+    cache = request.app[CACHE]
+    metrics = request.app[METRICS]
+    cached = cache.get(key)
+    if cached is not None:
+        metrics.cache_requests.labels("hit").inc()
+        return CachedResult(body=cached.body, content_type=cached.content_type)
+
+    async def transform() -> CachedResult:
+        store = request.app[SHARED_STORE]
+        stored = await store.get(key) if store is not None else None
+        if stored is not None and stored.content_type.startswith("image/"):
+            metrics.cache_requests.labels("shared_store").inc()
+            cache.put(key, stored)
+            return stored
+
+        job = ImageJob(
+            data=source_object.data,
+            options=options,
+            negotiated_format=negotiated,
+            allow_enlarge=route.settings.allow_enlarge,
+            max_pixels=route.settings.limits.max_source_pixels,
+        )
+        manipulator = request.app[MANIPULATOR]
+        image = await manipulator.process(job)
+        for stage, seconds in image.timings.items():
+            metrics.stage_duration.labels(stage, manipulator.device).observe(seconds)
+
+        made = CachedResult(
+            body=image.data,
+            content_type=MEDIA_TYPES[image.output_format.value],
+            server_timing=tuple(image.timings.items()),
+        )
+        cache.put(key, made)
+        if store is not None:
+            store.put_later(key, made)
+        return made
+
+    result, shared = await request.app[TRANSFORMS].run(key, transform)
+    metrics.cache_requests.labels("shared" if shared else "miss").inc()
+    return result
 
 
 def negotiate_format(accept: str) -> OutputFormat | None:
@@ -137,11 +199,18 @@ def _quality(params: str) -> float:
     return 1.0
 
 
-def _etag(identity: str, options: ProcessingOptions, negotiated: OutputFormat | None) -> str:
-    # The output format follows from the source bytes and the options, except for auto=format,
-    # where the Accept header decides; so the negotiated format joins the key in that case.
-    key = f"{identity}\n{options.canonical()}\n{negotiated or ''}"
-    return '"' + hashlib.blake2b(key.encode(), digest_size=16).hexdigest() + '"'
+def _cache_headers(
+    settings: SourceSettings, source_object: SourceObject, key: str, options: ProcessingOptions
+) -> dict[str, str]:
+    headers = {
+        "Cache-Control": f"public, max-age={settings.cache_ttl}",
+        "ETag": f'"{key}"',
+    }
+    if source_object.last_modified is not None:
+        headers["Last-Modified"] = format_datetime(source_object.last_modified, usegmt=True)
+    if options.auto_format and options.output_format is None:
+        headers["Vary"] = "Accept"
+    return headers
 
 
 def _not_modified(request: web.Request, etag: str) -> bool:

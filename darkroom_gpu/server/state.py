@@ -7,15 +7,26 @@ from typing import Final
 
 from aiohttp import web
 
-from darkroom_gpu.config import Settings
+from darkroom_gpu.cache import CachedResult, Coalescer, ResultCache
 from darkroom_gpu.manipulators import Manipulator
 from darkroom_gpu.metrics import Metrics
-from darkroom_gpu.server.router import SourceRouter
+from darkroom_gpu.server.runtime import RuntimeHolder
+from darkroom_gpu.shared_store import SharedResultStore
 
-__all__ = ("MANIPULATOR", "METRICS", "READY", "ROUTER", "SETTINGS")
+__all__ = (
+    "CACHE",
+    "MANIPULATOR",
+    "METRICS",
+    "READY",
+    "RUNTIME",
+    "SHARED_STORE",
+    "TRANSFORMS",
+)
 
-SETTINGS: Final = web.AppKey("settings", Settings)
-ROUTER: Final = web.AppKey("router", SourceRouter)
+RUNTIME: Final = web.AppKey("runtime", RuntimeHolder)
 MANIPULATOR: Final = web.AppKey("manipulator", Manipulator)
 METRICS: Final = web.AppKey("metrics", Metrics)
 READY: Final = web.AppKey("ready", asyncio.Event)
+CACHE: Final = web.AppKey("cache", ResultCache)
+TRANSFORMS: Final = web.AppKey("transforms", Coalescer[CachedResult])
+SHARED_STORE: Final = web.AppKey[SharedResultStore | None]("shared_store")
