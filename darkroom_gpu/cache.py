@@ -94,11 +94,14 @@ class Coalescer(Generic[_T]):
     """Runs one call per key at a time; concurrent callers with the same key share its outcome.
 
     The shared call runs as its own task, so a caller that is cancelled (a client that went
-    away) neither cancels the work nor the other callers' wait for it.
+    away) cancels neither the work nor the other callers' wait for it. When the last caller
+    waiting for a call is cancelled, the call is cancelled too, so work nobody waits for does
+    not hold a worker.
     """
 
     def __init__(self) -> None:
         self._running: dict[Hashable, asyncio.Task[_T]] = {}
+        self._waiters: dict[Hashable, int] = {}
 
     @property
     def in_flight(self) -> int:
@@ -119,12 +122,24 @@ class Coalescer(Generic[_T]):
         if task is None:
             task = asyncio.ensure_future(call())
             self._running[key] = task
+            self._waiters[key] = 0
             task.add_done_callback(lambda done: self._forget(key, done))
-        return await asyncio.shield(task), shared
+
+        self._waiters[key] += 1
+        try:
+            return await asyncio.shield(task), shared
+        except asyncio.CancelledError:
+            if not task.done() and self._waiters.get(key) == 1:
+                task.cancel()
+            raise
+        finally:
+            if self._running.get(key) is task:
+                self._waiters[key] -= 1
 
     def _forget(self, key: Hashable, task: asyncio.Task[_T]) -> None:
         if self._running.get(key) is task:
             del self._running[key]
+            del self._waiters[key]
         # Every caller may have gone away; retrieving the exception here keeps asyncio from
         # logging it as never retrieved, since the callers that did wait already raised it.
         if not task.cancelled():

@@ -8,19 +8,24 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from aiohttp import web
 
 from darkroom_gpu import __version__
 from darkroom_gpu.config import ConfigError, load_settings
+from darkroom_gpu.errors import InvalidPathError
 from darkroom_gpu.manipulators.select import UnsupportedDeviceError
 from darkroom_gpu.server import create_app
+from darkroom_gpu.server.router import decode_path
+from darkroom_gpu.signing import SIGNATURE_PARAMETER, sign
 
 __all__ = ("main",)
 
 logger = logging.getLogger("darkroom_gpu")
 
 EXIT_CONFIG_ERROR = 2
+EXIT_LISTEN_ERROR = 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,8 +37,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    # Decoders warn about damaged metadata in files they still read; those go to the log.
+    logging.captureWarnings(True)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "sign":
+        return _sign(args)
     parser.print_help()
     return EXIT_CONFIG_ERROR
 
@@ -59,9 +68,54 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="TCP port to listen on (default: 3000)")
     serve.add_argument(
-        "--device", help="where images are processed: auto, cpu, cuda or cuda:N (default: auto)"
+        "--device",
+        help="where images are processed: auto or cpu; cuda and cuda:N need a CUDA GPU "
+        "(default: auto)",
     )
+
+    sign = commands.add_parser(
+        "sign",
+        help="print a signed URL",
+        description="Sign a request path with query, for sources that require signed URLs.",
+    )
+    sign.add_argument(
+        "url", help="request path with query, as a client sends it: '/team/cat.jpg?w=300'"
+    )
+    key_source = sign.add_mutually_exclusive_group(required=True)
+    key_source.add_argument("--key", help="the signing key")
+    key_source.add_argument(
+        "--source", help="sign with the first key of this source in the configuration"
+    )
+    sign.add_argument("--config", type=Path, help="YAML configuration file for --source")
     return parser
+
+
+def _sign(args: argparse.Namespace) -> int:
+    key = args.key
+    if key is None:
+        try:
+            settings = load_settings(args.config)
+        except ConfigError as exc:
+            for error in exc.errors:
+                logger.error("configuration: %s", error)
+            return EXIT_CONFIG_ERROR
+        keys = {source.name: source.signing_keys for source in settings.sources}
+        if not keys.get(args.source):
+            logger.error("source %r does not exist or has no signing key", args.source)
+            return EXIT_CONFIG_ERROR
+        key = keys[args.source][0]
+
+    url = urlsplit(args.url)
+    try:
+        path = decode_path(url.path or "/")
+    except InvalidPathError as exc:
+        logger.error("%s", exc.public_message)
+        return EXIT_CONFIG_ERROR
+    query = parse_qsl(url.query, keep_blank_values=True)
+    query = [(name, value) for name, value in query if name != SIGNATURE_PARAMETER]
+    query.append((SIGNATURE_PARAMETER, sign(key, path, query)))
+    print(urlunsplit((url.scheme, url.netloc, url.path or "/", urlencode(query), "")))  # noqa: T201
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -91,12 +145,19 @@ def _serve(args: argparse.Namespace) -> int:
         route = source.prefix if source.prefix is not None else ""
         hosts = f" hosts={','.join(source.hosts)}" if source.hosts else ""
         logger.info("source %s: %s at prefix %r%s", source.name, source.kind, route, hosts)
-    logger.info("serving on http://%s:%d", settings.server.host, settings.server.port)
-    web.run_app(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        access_log=None,
-        print=None,
-    )
+    address = f"http://{settings.server.host}:{settings.server.port}"
+    try:
+        web.run_app(
+            app,
+            host=settings.server.host,
+            port=settings.server.port,
+            access_log=None,
+            # Called once the socket is bound, so the line never claims a port it lacks.
+            print=lambda _: logger.info("serving on %s", address),
+            # A client that goes away cancels its handler, so abandoned work leaves the queue.
+            handler_cancellation=True,
+        )
+    except OSError as exc:
+        logger.error("cannot listen on %s: %s", address, exc.strerror or exc)
+        return EXIT_LISTEN_ERROR
     return 0

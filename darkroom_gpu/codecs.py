@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import struct
-import warnings
 import zlib
 from dataclasses import dataclass
 from enum import StrEnum
@@ -56,6 +55,8 @@ DECODE_ERRORS: Final = (
     struct.error,
     zlib.error,
     IndexError,
+    KeyError,
+    TypeError,
     Image.DecompressionBombError,
     UnidentifiedImageError,
 )
@@ -181,7 +182,7 @@ def probe(data: bytes) -> ImageInfo:
     """
     fmt = _require_format(data)
     with _open(data, fmt) as image:
-        return _info(image, fmt)
+        return _read_info(image, fmt)
 
 
 def decode(data: bytes, *, max_pixels: int, draft_size: Size | None = None) -> DecodedImage:
@@ -204,7 +205,7 @@ def decode(data: bytes, *, max_pixels: int, draft_size: Size | None = None) -> D
     """
     fmt = _require_format(data)
     with _open(data, fmt) as image:
-        info = _info(image, fmt)
+        info = _read_info(image, fmt)
         pixel_count = info.size.width * info.size.height
         if pixel_count > max_pixels:
             raise UnprocessableImageError(
@@ -277,11 +278,11 @@ def _require_format(data: bytes) -> ImageFormat:
 
 
 def _open(data: bytes, fmt: ImageFormat) -> Image.Image:
+    # Pillow warns about odd but decodable metadata (a corrupt EXIF block, say). A warning
+    # alone is no failure: the server routes warnings to its log, and the pixels are checked
+    # by decoding. warnings.catch_warnings() is not used because it is not thread-safe.
     try:
-        with warnings.catch_warnings():
-            # Pillow warns about odd but decodable metadata; a warning alone is no failure.
-            warnings.simplefilter("ignore")
-            return Image.open(io.BytesIO(data))
+        return Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
         readable_by_plugin = fmt is ImageFormat.AVIF and features.check("avif")
         if fmt in (ImageFormat.HEIF, ImageFormat.AVIF) and not readable_by_plugin:
@@ -305,6 +306,15 @@ def _convert_to_rgb(image: Image.Image, *, has_alpha: bool) -> Image.Image:
         alpha = np.where(samples == transparent, 0, 255).astype(np.uint8)
         rgb.putalpha(Image.fromarray(alpha))
     return rgb
+
+
+def _read_info(image: Image.Image, fmt: ImageFormat) -> ImageInfo:
+    # Counting frames walks every TIFF directory and GIF frame header, where a crafted file
+    # fails with the same assorted errors as a corrupt pixel stream.
+    try:
+        return _info(image, fmt)
+    except DECODE_ERRORS as exc:
+        raise UnprocessableImageError(f"{fmt.value} image has a corrupt header") from exc
 
 
 def _info(image: Image.Image, fmt: ImageFormat) -> ImageInfo:

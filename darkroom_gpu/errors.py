@@ -7,9 +7,10 @@ error middleware is the only place that turns them into responses.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Final
 
 __all__ = (
+    "quote_value",
     "ForbiddenError",
     "InvalidParameterError",
     "InvalidPathError",
@@ -21,6 +22,17 @@ __all__ = (
     "UnprocessableImageError",
     "UnsupportedMediaTypeError",
 )
+
+
+# Client values quoted in messages are cut to this length, so a huge path stays a short line.
+_MAX_QUOTED_LENGTH: Final = 80
+
+
+def quote_value(value: str) -> str:
+    """Quote a client-supplied value for an error message, cut to a readable length."""
+    if len(value) > _MAX_QUOTED_LENGTH:
+        value = value[:_MAX_QUOTED_LENGTH] + "..."
+    return f"'{value}'"
 
 
 class ServiceError(Exception):

@@ -30,6 +30,7 @@ _TRANSPOSING_ORIENTATIONS: Final = frozenset({5, 6, 7, 8})
 # Decimal places kept before rounding a rotated side up, so that float noise such as
 # 100.00000000000001 does not add a whole pixel.
 _ROTATION_DECIMALS: Final = 6
+_ROTATION_SLACK_PIXELS: Final = 0.01
 
 _LEFT_GRAVITIES: Final = frozenset({Gravity.LEFT, Gravity.TOP_LEFT, Gravity.BOTTOM_LEFT})
 _RIGHT_GRAVITIES: Final = frozenset({Gravity.RIGHT, Gravity.TOP_RIGHT, Gravity.BOTTOM_RIGHT})
@@ -297,4 +298,6 @@ def _scale_side(length: int, numerator: int, denominator: int) -> int:
 
 
 def _ceil_pixels(extent: float) -> int:
-    return max(1, math.ceil(round(extent, _ROTATION_DECIMALS)))
+    # A corner that pokes out by under a hundredth of a pixel adds no visible pixel, and
+    # rounding it up would shift the whole image by half a pixel on the enlarged canvas.
+    return max(1, math.ceil(round(extent, _ROTATION_DECIMALS) - _ROTATION_SLACK_PIXELS))

@@ -8,6 +8,7 @@ GPU manipulators run the same code on their own devices.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -16,7 +17,8 @@ import torch
 
 from darkroom_gpu import ops
 from darkroom_gpu.codecs import ImageFormat, ImageInfo
-from darkroom_gpu.geometry import ResizePlan, Size, oriented_size, plan_resize, rotated_size
+from darkroom_gpu.errors import UnprocessableImageError
+from darkroom_gpu.geometry import Box, ResizePlan, Size, oriented_size, plan_resize, rotated_size
 from darkroom_gpu.options import Color, OutputFormat, ProcessingOptions
 
 __all__ = (
@@ -34,6 +36,16 @@ GRAYSCALE: Final = Color(0, 0, 0)
 FORMATS_WITH_ALPHA: Final = frozenset(
     {OutputFormat.PNG, OutputFormat.WEBP, OutputFormat.AVIF, OutputFormat.GIF}
 )
+# Angles this close to a multiple of 90 degrees move no pixel visibly, so they are turned
+# exactly instead of resampled onto an enlarged canvas.
+ROTATION_SNAP_DEGREES: Final = 1e-3
+# Resizing the whole image before cropping is exact but wasteful when the scaled image is much
+# larger than both the source and the kept box (a 1x20000 strip filled into 300x300 would scale
+# to 300x6000000); past this ratio only the region under the box is resized.
+CROP_FIRST_RATIO: Final = 2
+# Largest alignment step, in source pixels, worth widening a crop region by to make its resize
+# exact; beyond it the region is resized approximately.
+CROP_FIRST_MAX_ALIGNMENT: Final = 256
 _SOURCE_TO_OUTPUT: Final = {
     ImageFormat.JPEG: OutputFormat.JPEG,
     ImageFormat.PNG: OutputFormat.PNG,
@@ -59,6 +71,8 @@ class TransformPlan:
         rotated: canvas size after rotation.
         flatten: background to composite over at the end; ``None`` keeps alpha.
         output_format: the format to encode.
+        crop_first: resize only the region under the crop box, because the whole scaled
+            image would be far larger than both the source and the result.
     """
 
     orientation: int
@@ -72,6 +86,7 @@ class TransformPlan:
     rotated: Size
     flatten: Color | None
     output_format: OutputFormat
+    crop_first: bool = False
 
     @property
     def result_size(self) -> Size:
@@ -101,8 +116,16 @@ def plan_transform(
     output_format: OutputFormat,
     *,
     allow_enlarge: bool,
+    max_output_side: int = 8192,
+    max_output_pixels: int = 40_000_000,
 ) -> TransformPlan:
-    """Plan sizes, boxes and colours for one request from its options and the source header."""
+    """Plan sizes, boxes and colours for one request from its options and the source header.
+
+    Raises:
+        UnprocessableImageError: the result would have a side over `max_output_side` or more
+            than `max_output_pixels` pixels, which a size set from one side or a rotation can
+            produce from valid parameters.
+    """
     upright = oriented_size(source.size, source.orientation)
     resize = plan_resize(
         upright,
@@ -122,6 +145,12 @@ def plan_transform(
     elif background is not None:
         flatten = background
 
+    rotation = _snap_rotation(options.rotation)
+    rotated = rotated_size(resize.canvas, rotation)
+    _check_result_size(rotated, max_output_side, max_output_pixels)
+    scaled_pixels = resize.scaled.width * resize.scaled.height
+    kept_pixels = max(resize.crop.width * resize.crop.height, upright.width * upright.height)
+
     return TransformPlan(
         orientation=source.orientation,
         resize=resize,
@@ -130,11 +159,28 @@ def plan_transform(
         blur=options.blur,
         flip_horizontal=options.flip_horizontal,
         flip_vertical=options.flip_vertical,
-        rotation=options.rotation,
-        rotated=rotated_size(resize.canvas, options.rotation),
+        rotation=rotation,
+        rotated=rotated,
         flatten=flatten,
         output_format=output_format,
+        crop_first=scaled_pixels > CROP_FIRST_RATIO * kept_pixels,
     )
+
+
+def _snap_rotation(degrees: float) -> float:
+    nearest = round(degrees / 90) * 90 % 360
+    distance = abs(degrees - round(degrees / 90) * 90)
+    return float(nearest) if distance < ROTATION_SNAP_DEGREES else degrees
+
+
+def _check_result_size(result: Size, max_side: int, max_pixels: int) -> None:
+    pixels = result.width * result.height
+    if max(result.width, result.height) > max_side or pixels > max_pixels:
+        raise UnprocessableImageError(
+            f"the result would be {result.width}x{result.height} pixels, over this source's "
+            f"limits of {max_side} pixels a side and {max_pixels} pixels in all; "
+            "request a smaller w or h"
+        )
 
 
 def decode_size(plan: TransformPlan) -> Size:
@@ -157,7 +203,9 @@ def _resize(image: torch.Tensor, plan: TransformPlan) -> torch.Tensor:
         plan.resize.canvas,
         plan.resize.placement,
     )
-    if image.shape[-2:] != (scaled.height, scaled.width):
+    if plan.crop_first:
+        image = _resize_crop_region(image, scaled, crop)
+    elif image.shape[-2:] != (scaled.height, scaled.width):
         image = ops.resize(
             image,
             scaled.height,
@@ -165,7 +213,7 @@ def _resize(image: torch.Tensor, plan: TransformPlan) -> torch.Tensor:
             interpolation=ops.Interpolation.BICUBIC,
             antialias=True,
         )
-    if (crop.width, crop.height) != (scaled.width, scaled.height):
+    if not plan.crop_first and (crop.width, crop.height) != (scaled.width, scaled.height):
         image = ops.crop(image, crop.top, crop.left, crop.height, crop.width)
     if (canvas.width, canvas.height) != (crop.width, crop.height):
         fill = plan.pad_fill
@@ -174,6 +222,59 @@ def _resize(image: torch.Tensor, plan: TransformPlan) -> torch.Tensor:
         values = (fill.red, fill.green, fill.blue, fill.alpha)[: image.shape[-3]]
         image = ops.pad(image, placement.top, placement.left, canvas.height, canvas.width, values)
     return image
+
+
+def _resize_crop_region(image: torch.Tensor, scaled: Size, crop: Box) -> torch.Tensor:
+    """Resize only the source region under `crop`, then cut the box out of it.
+
+    The region is widened by the filter's support and aligned so that its offset and size map
+    to whole scaled pixels when the scale is a simple fraction; then the result equals that of
+    resizing the whole image. Otherwise the box lands within half a scaled pixel of it.
+    """
+    height, width = int(image.shape[-2]), int(image.shape[-1])
+    left, right, region_width = _crop_region(width, scaled.width, crop.left, crop.width)
+    top, bottom, region_height = _crop_region(height, scaled.height, crop.top, crop.height)
+
+    region = ops.crop(image, top, left, bottom - top, right - left)
+    region = ops.resize(
+        region,
+        region_height,
+        region_width,
+        interpolation=ops.Interpolation.BICUBIC,
+        antialias=True,
+    )
+    offset_x = min(
+        region_width - crop.width, max(0, round(crop.left - left * scaled.width / width))
+    )
+    offset_y = min(
+        region_height - crop.height, max(0, round(crop.top - top * scaled.height / height))
+    )
+    return ops.crop(region, offset_y, offset_x, crop.height, crop.width)
+
+
+def _crop_region(source: int, scaled: int, box_start: int, box_length: int) -> tuple[int, int, int]:
+    """Return the source span [start, end) under a box of the scaled axis, and its scaled length.
+
+    Args:
+        source: length of the axis in the image, in pixels.
+        scaled: length of the whole axis once resized.
+        box_start: where the kept box starts on the scaled axis.
+        box_length: the kept box's length on the scaled axis.
+    """
+    scale = scaled / source
+    # Bicubic reads two source pixels each side when enlarging, 2 / scale when reducing.
+    margin = math.ceil(2 / min(scale, 1.0)) + 1
+    start = max(0, math.floor(box_start / scale) - margin)
+    end = min(source, math.ceil((box_start + box_length) / scale) + margin)
+
+    # With scale = p / q in lowest terms, spans starting and ending on multiples of q map to
+    # whole scaled pixels, which makes the region's resize sample exactly like the whole one.
+    step = source // math.gcd(source, scaled)
+    if step <= CROP_FIRST_MAX_ALIGNMENT:
+        start -= start % step
+        end = min(source, end + (-end) % step)
+    length = max(box_length, round((end - start) * scale))
+    return start, end, length
 
 
 def _mono(image: torch.Tensor, plan: TransformPlan) -> torch.Tensor:

@@ -223,3 +223,26 @@ async def test_cache_off_processes_every_time(
     await client.get("/DSCN0010.jpg?w=90")
     await client.get("/DSCN0010.jpg?w=90")
     assert manipulator.jobs == 2
+
+
+async def test_coalescer_cancels_call_without_waiters() -> None:
+    coalescer: Coalescer[int] = Coalescer()
+    started = asyncio.Event()
+    finished = False
+
+    async def work() -> int:
+        nonlocal finished
+        started.set()
+        await asyncio.sleep(10)
+        finished = True
+        return 1
+
+    first = asyncio.ensure_future(coalescer.run("k", work))
+    second = asyncio.ensure_future(coalescer.run("k", work))
+    await started.wait()
+    first.cancel()
+    second.cancel()
+    await asyncio.gather(first, second, return_exceptions=True)
+    await asyncio.sleep(0)
+    assert coalescer.in_flight == 0
+    assert not finished

@@ -20,6 +20,7 @@ from darkroom_gpu.config import (
 from darkroom_gpu.sources.filesystem import FilesystemOptions
 
 NO_ENVIRONMENT: Mapping[str, str] = {}
+SAMPLES_SOURCE = f"sources: [{{name: samples, kind: filesystem, root: {DEFAULT_SAMPLES_ROOT}}}]\n"
 
 
 def root_of(source: SourceSettings) -> Path:
@@ -99,13 +100,12 @@ def test_no_file_uses_documented_defaults() -> None:
     assert settings.limits == Limits()
 
 
-def test_empty_file_serves_bundled_samples(tmp_path: Path) -> None:
+def test_empty_file_needs_sources(tmp_path: Path) -> None:
     path = write_config(tmp_path, "")
 
-    settings = load_settings(path, environ=NO_ENVIRONMENT)
+    errors = config_errors(path)
 
-    assert [source.name for source in settings.sources] == ["samples"]
-    assert root_of(settings.sources[0]) == DEFAULT_SAMPLES_ROOT.resolve()
+    assert has_error(errors, "sources", "non-empty list"), errors
 
 
 def test_design_example_filesystem_source(tmp_path: Path) -> None:
@@ -291,7 +291,7 @@ def test_env_source_name_with_dash(one_source_config: Path) -> None:
 
 
 def test_env_overrides_file(tmp_path: Path) -> None:
-    path = write_config(tmp_path, "server: {host: 0.0.0.0, port: 3000}\n")
+    path = write_config(tmp_path, "server: {host: 0.0.0.0, port: 3000}\n" + SAMPLES_SOURCE)
 
     settings = load_settings(path, environ={"DARKROOM_SERVER__PORT": "8080"})
 
@@ -306,7 +306,7 @@ def test_env_config_names_file(one_source_config: Path) -> None:
 
 
 def test_explicit_path_wins_over_env_config(tmp_path: Path, one_source_config: Path) -> None:
-    other = write_config(tmp_path / "other", "device: cpu\n")
+    other = write_config(tmp_path / "other", "device: cpu\n" + SAMPLES_SOURCE)
 
     settings = load_settings(other, environ={"DARKROOM_CONFIG": str(one_source_config)})
 
@@ -315,7 +315,7 @@ def test_explicit_path_wins_over_env_config(tmp_path: Path, one_source_config: P
 
 
 def test_overrides_win_over_env_and_file(tmp_path: Path) -> None:
-    path = write_config(tmp_path, "server: {port: 3000}\ndevice: auto\n")
+    path = write_config(tmp_path, "server: {port: 3000}\ndevice: auto\n" + SAMPLES_SOURCE)
     environ = {"DARKROOM_SERVER__PORT": "8080", "DARKROOM_DEVICE": "auto"}
 
     settings = load_settings(
@@ -327,7 +327,7 @@ def test_overrides_win_over_env_and_file(tmp_path: Path) -> None:
 
 
 def test_overrides_merge_into_server_mapping(tmp_path: Path) -> None:
-    path = write_config(tmp_path, "server: {host: 0.0.0.0, port: 3000}\n")
+    path = write_config(tmp_path, "server: {host: 0.0.0.0, port: 3000}\n" + SAMPLES_SOURCE)
 
     settings = load_settings(path, environ=NO_ENVIRONMENT, overrides={"server": {"port": 9090}})
 
@@ -477,7 +477,16 @@ SOURCE_ERRORS = [
         "limits: {max_source_bytes: 0}", "sources[0].limits.max_source_bytes", "0", id="limit 0"
     ),
     pytest.param(
-        "signing_key: k", "sources[0].signing_key", "not supported", id="signing key rejected"
+        "signing_key: short", "sources[0].signing_key", "at least 16", id="signing key short"
+    ),
+    pytest.param(
+        "signing_keys: []", "sources[0].signing_keys", "non-empty", id="signing keys empty"
+    ),
+    pytest.param(
+        "signing_keys: [bbbbbbbbbbbbbbbb]\n    signing_key: aaaaaaaaaaaaaaaa",
+        "sources[0].signing_key",
+        "not both",
+        id="signing key twice",
     ),
     pytest.param("base_url: http://x/", "sources[0].base_url", "unknown key", id="unknown key"),
 ]
@@ -658,11 +667,26 @@ def test_host_with_port_is_rejected(tmp_path: Path, pictures: Path) -> None:
     assert has_error(config_errors(path), "sources[0].hosts", "without port"), config_errors(path)
 
 
-def test_env_override_reaches_builtin_source_of_file(tmp_path: Path) -> None:
-    path = write_config(tmp_path, "server: {port: 4000}\n")
+def test_env_override_reaches_builtin_source(tmp_path: Path) -> None:
     environ = {"DARKROOM_SOURCES__SAMPLES__CACHE_TTL": "60"}
-    settings = load_settings(path, environ=environ)
+    settings = load_settings(None, environ=environ)
     assert settings.sources[0].cache_ttl == 60
+
+
+def test_every_bad_default_is_reported(tmp_path: Path, pictures: Path) -> None:
+    path = write_config(
+        tmp_path,
+        f"""\
+        sources:
+          - name: a
+            kind: filesystem
+            root: {pictures}
+            defaults: {{rot: nan, format: bmp, w: abc}}
+        """,
+    )
+    errors = config_errors(path)
+    for name in ("rot", "format", "w"):
+        assert has_error(errors, "sources[0].defaults", f"{name}: "), errors
 
 
 def test_unknown_kind_reports_only_kind(tmp_path: Path, pictures: Path) -> None:

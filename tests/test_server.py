@@ -13,7 +13,15 @@ import pytest
 from PIL import Image
 
 from darkroom_gpu.server import create_app
-from tests.conftest import DATA, Client, ClientFactory, make_settings, open_image, source_settings
+from tests.conftest import (
+    DATA,
+    SAMPLES,
+    Client,
+    ClientFactory,
+    make_settings,
+    open_image,
+    source_settings,
+)
 
 ORIENTATIONS = range(9)
 
@@ -505,3 +513,96 @@ async def test_bytes_with_jpeg_name_are_sniffed(make_client: ClientFactory, tmp_
     client = await make_client(source_settings(tmp_path))
     response = await client.get("/misnamed.jpg")
     assert response.content_type == "image/png"
+
+
+@pytest.fixture
+def strips(tmp_path: Path) -> Path:
+    """A folder with a 1x20000 PNG strip and a 200x100 PNG."""
+    save(Image.new("RGB", (1, 20000), (30, 60, 90)), tmp_path / "tall.png")
+    save(Image.new("RGB", (200, 100), (200, 100, 50)), tmp_path / "wide.png")
+    return tmp_path
+
+
+async def test_crop_of_strip_resizes_only_box(make_client: ClientFactory, strips: Path) -> None:
+    client = await make_client(source_settings(strips))
+    response = await client.get("/tall.png?w=300&h=300&fit=crop")
+    result = np.asarray(open_image(await response.read()))
+    assert response.status == 200
+    assert result.shape == (300, 300, 3)
+    assert np.abs(result.astype(int) - (30, 60, 90)).max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("name", "query"),
+    [
+        pytest.param("tall.png", "w=100", id="one side set makes the other huge"),
+        pytest.param("tall.png", "w=100&rot=45", id="rotation canvas"),
+        pytest.param("wide.png", "h=8192", id="free side over the maximum"),
+        pytest.param("wide.png", "w=8000&h=8000&fit=scale", id="area over the maximum"),
+    ],
+)
+async def test_oversized_result_is_422(
+    make_client: ClientFactory, strips: Path, name: str, query: str
+) -> None:
+    client = await make_client(source_settings(strips))
+    response = await client.get(f"/{name}?{query}")
+    body = await response.json()
+    assert response.status == 422
+    assert "the result would be" in body["error"]["message"]
+
+
+@pytest.mark.parametrize("rot", ["0.0001", "359.9999", "-0.0001", "90.0004"])
+async def test_near_right_angle_turns_exactly(
+    make_client: ClientFactory, strips: Path, rot: str
+) -> None:
+    client = await make_client(source_settings(strips))
+    response = await client.get(f"/wide.png?rot={rot}")
+    result = open_image(await response.read())
+    expected_size = (100, 200) if rot.startswith("90") else (200, 100)
+    assert result.size == expected_size
+    assert result.mode == "RGB"
+
+
+async def test_crop_first_matches_whole_resize(client: Client) -> None:
+    # 640x480 filled into 1500x50 scales to 1500x1125 first, so only the band is resized.
+    response = await client.get("/DSCN0010.jpg?w=1500&h=50&fit=crop&format=png")
+    with Image.open(SAMPLES / "DSCN0010.jpg") as photo:
+        whole = photo.convert("RGB").resize((1500, 1125), Image.Resampling.BICUBIC)
+    expected = np.asarray(whole.crop((0, 537, 1500, 587)), dtype=np.int16)
+    result = np.asarray(open_image(await response.read()), dtype=np.int16)
+    assert result.shape == expected.shape
+    # The band lands within half a scaled pixel of the whole-image position.
+    assert np.abs(result - expected).mean() < 2.0
+
+
+async def test_corrupt_tiff_directory_is_422(make_client: ClientFactory) -> None:
+    client = await make_client(source_settings(DATA / "corrupt"))
+    response = await client.get("/tiff-bad-directory.tiff?w=5")
+    assert response.status == 422
+
+
+@pytest.mark.parametrize(
+    "target", ["/DSCN0010.jpg/", "/./DSCN0010.jpg", "/sub/../DSCN0010.jpg", "//DSCN0010.jpg"]
+)
+async def test_path_aliases_are_404(client: Client, image_root: Path, target: str) -> None:
+    (image_root / "sub").mkdir()
+    status, _ = await raw_get(client, target)
+    assert status == 404
+
+
+async def test_underscore_paths_are_reserved(client: Client, image_root: Path) -> None:
+    (image_root / "_x.jpg").write_bytes((image_root / "DSCN0010.jpg").read_bytes())
+    response = await client.get("/_x.jpg")
+    assert response.status == 404
+    assert (await response.json())["error"]["code"] == "not_found"
+
+
+async def test_invalid_http_logs_one_warning(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    status, _ = await raw_get(client, "/caf\u00e9.jpg")
+    records = [record for record in caplog.records if record.name == "aiohttp.server"]
+    assert status == 400
+    assert records
+    assert all(record.exc_info is None for record in records)
+    assert all(record.levelname == "WARNING" for record in records)

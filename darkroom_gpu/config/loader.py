@@ -43,6 +43,7 @@ ENV_CONFIG_FILE: Final = "DARKROOM_CONFIG"
 ENV_SEPARATOR: Final = "__"
 DEVICE_PATTERN: Final = re.compile(r"auto|cpu|cuda(:\d+)?")
 SOURCE_NAME_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+MIN_SIGNING_KEY_LENGTH: Final = 16
 HOST_NAME_PATTERN: Final = re.compile(r"[a-z0-9.-]+|\[[0-9a-f:.]+\]")
 
 # Paths the server answers itself; a source prefix may not shadow them.
@@ -73,9 +74,7 @@ def load_settings(
     if path is None and environ.get(ENV_CONFIG_FILE):
         path = Path(environ[ENV_CONFIG_FILE])
 
-    raw = _read_file(path) if path is not None else {}
-    if "sources" not in raw:
-        raw["sources"] = _builtin_sources()
+    raw = _read_file(path) if path is not None else {"sources": _builtin_sources()}
     base_dir = path.parent if path is not None else Path.cwd()
 
     errors: list[str] = []
@@ -215,6 +214,7 @@ def _validate_limits(reader: ConfigReader, base: Limits) -> Limits:
         max_source_bytes=reader.integer("max_source_bytes", base.max_source_bytes, 1, 2**40),
         max_source_pixels=reader.integer("max_source_pixels", base.max_source_pixels, 1, 2**40),
         max_output_side=reader.integer("max_output_side", base.max_output_side, 1, 65535),
+        max_output_pixels=reader.integer("max_output_pixels", base.max_output_pixels, 1, 2**40),
     )
     reader.reject_unknown()
     return limits
@@ -300,9 +300,7 @@ def _validate_source(
     limits = _validate_limits(reader.child("limits"), global_limits)
     defaults = _validate_defaults(reader, limits)
     breaker = _validate_circuit_breaker(reader.child("circuit_breaker"))
-    for key in ("signing_key", "signing_keys"):
-        if reader.get(key) is not None:
-            reader.invalid(key, "signed URLs are not supported by this version")
+    signing_keys = _validate_signing_keys(reader)
     reader.reject_unknown()
 
     if name is None or kind is None or options is None:
@@ -318,7 +316,30 @@ def _validate_source(
         allow_enlarge=allow_enlarge,
         limits=limits,
         circuit_breaker=breaker,
+        signing_keys=signing_keys,
     )
+
+
+def _validate_signing_keys(reader: ConfigReader) -> tuple[str, ...]:
+    one = reader.get("signing_key")
+    several = reader.get("signing_keys")
+    if one is not None and several is not None:
+        reader.invalid("signing_key", "give signing_key or signing_keys, not both")
+        return ()
+
+    name = "signing_key" if one is not None else "signing_keys"
+    keys = [one] if one is not None else several
+    if keys is None:
+        return ()
+    if not isinstance(keys, list) or not keys:
+        reader.invalid(name, f"expected a non-empty list of keys, got {describe(keys)}")
+        return ()
+    for key in keys:
+        # HMAC keys shorter than this are guessable offline from a single signed URL.
+        if not isinstance(key, str) or len(key) < MIN_SIGNING_KEY_LENGTH:
+            reader.invalid(name, f"expected keys of at least {MIN_SIGNING_KEY_LENGTH} characters")
+            return ()
+    return tuple(keys)
 
 
 def _validate_kind_options(reader: ConfigReader, kind: str) -> object | None:
@@ -370,10 +391,19 @@ def _validate_hosts(reader: ConfigReader) -> tuple[str, ...]:
 def _validate_defaults(reader: ConfigReader, limits: Limits) -> dict[str, str]:
     raw = reader.mapping("defaults")
     defaults = {str(name): _scalar_text(value) for name, value in raw.items()}
-    try:
-        parse_options([], max_side=limits.max_output_side, defaults=defaults)
-    except InvalidParameterError as exc:
-        reader.invalid("defaults", exc.public_message)
+    # Each default on its own first, so every bad one is reported, then all together for the
+    # errors that only a combination has (format with fm, a w x dpr over the maximum side).
+    for name, value in defaults.items():
+        try:
+            parse_options([], max_side=limits.max_output_side, defaults={name: value})
+        except InvalidParameterError as exc:
+            reader.invalid("defaults", exc.public_message)
+    if len(defaults) > 1:
+        try:
+            parse_options([], max_side=limits.max_output_side, defaults=defaults)
+        except InvalidParameterError as exc:
+            if not any(exc.public_message in error for error in reader.errors):
+                reader.invalid("defaults", exc.public_message)
     return defaults
 
 

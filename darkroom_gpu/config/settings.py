@@ -42,12 +42,15 @@ class Limits:
     Attributes:
         max_source_bytes: size of a source object in bytes.
         max_source_pixels: stored width x height of a source image.
-        max_output_side: bound on ``w``, ``h`` and each side after ``dpr``, in pixels.
+        max_output_side: bound on ``w``, ``h``, each side after ``dpr`` and each side of the
+            result, in pixels.
+        max_output_pixels: bound on the result's width x height.
     """
 
     max_source_bytes: int = 50 * 1024 * 1024
     max_source_pixels: int = 50_000_000
     max_output_side: int = 8192
+    max_output_pixels: int = 40_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +136,8 @@ class SourceSettings:
         allow_enlarge: whether results may be larger than the source.
         limits: the global limits with this source's overrides applied.
         circuit_breaker: when the source stops contacting a failing origin.
+        signing_keys: HMAC keys of which any one may sign a URL; empty when the source serves
+            unsigned URLs.
     """
 
     name: str
@@ -145,6 +150,7 @@ class SourceSettings:
     allow_enlarge: bool = True
     limits: Limits = field(default_factory=Limits)
     circuit_breaker: CircuitBreakerSettings = field(default_factory=CircuitBreakerSettings)
+    signing_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

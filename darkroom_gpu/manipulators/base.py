@@ -21,6 +21,8 @@ class ImageJob:
         negotiated_format: the format chosen from ``Accept`` for ``auto=format``, if any.
         allow_enlarge: whether the result may be larger than the source.
         max_pixels: limit on the source's stored width x height.
+        max_output_side: limit on each side of the result, in pixels.
+        max_output_pixels: limit on the result's width x height.
     """
 
     data: bytes
@@ -28,6 +30,8 @@ class ImageJob:
     negotiated_format: OutputFormat | None
     allow_enlarge: bool
     max_pixels: int
+    max_output_side: int = 8192
+    max_output_pixels: int = 40_000_000
 
 
 @dataclass(frozen=True, slots=True)

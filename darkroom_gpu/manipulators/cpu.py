@@ -59,7 +59,12 @@ def _process(job: ImageJob, queued_at: float) -> ImageResult:
     info = codecs.probe(job.data)
     output_format = pipeline.choose_output_format(job.options, info, job.negotiated_format)
     plan = pipeline.plan_transform(
-        job.options, info, output_format, allow_enlarge=job.allow_enlarge
+        job.options,
+        info,
+        output_format,
+        allow_enlarge=job.allow_enlarge,
+        max_output_side=job.max_output_side,
+        max_output_pixels=job.max_output_pixels,
     )
     decoded = codecs.decode(
         job.data, max_pixels=job.max_pixels, draft_size=pipeline.decode_size(plan)

@@ -17,9 +17,15 @@ from darkroom_gpu.config import Settings
 from darkroom_gpu.manipulators import Manipulator, create_manipulator
 from darkroom_gpu.metrics import Metrics
 from darkroom_gpu.server.image import handle_image
-from darkroom_gpu.server.middleware import request_middleware
+from darkroom_gpu.server.middleware import ProtocolErrorFilter, request_middleware
 from darkroom_gpu.server.reload import ConfigReloader, reload_context
-from darkroom_gpu.server.routes import handle_healthz, handle_metrics, handle_ping, handle_readyz
+from darkroom_gpu.server.routes import (
+    handle_healthz,
+    handle_metrics,
+    handle_ping,
+    handle_readyz,
+    handle_reserved,
+)
 from darkroom_gpu.server.runtime import RuntimeHolder
 from darkroom_gpu.server.state import (
     CACHE,
@@ -54,6 +60,7 @@ def create_app(
     Raises:
         UnsupportedDeviceError: the configured device cannot be used.
     """
+    _install_log_filter()
     app = web.Application(middlewares=[request_middleware])
     app[RUNTIME] = RuntimeHolder(settings)
     app[METRICS] = Metrics()
@@ -81,8 +88,15 @@ def create_app(
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
     app.router.add_get("/metrics", handle_metrics)
+    app.router.add_route("*", "/_{path:.*}", handle_reserved)
     app.router.add_get("/{path:.*}", handle_image)
     return app
+
+
+def _install_log_filter() -> None:
+    server_logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(existing, ProtocolErrorFilter) for existing in server_logger.filters):
+        server_logger.addFilter(ProtocolErrorFilter())
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -27,6 +27,7 @@ from darkroom_gpu.server.state import (
     SHARED_STORE,
     TRANSFORMS,
 )
+from darkroom_gpu.signing import verify
 from darkroom_gpu.sources import SourceObject
 
 __all__ = ("handle_image", "negotiate_format")
@@ -73,6 +74,8 @@ async def handle_image(request: web.Request) -> web.StreamResponse:
 
 async def _serve(request: web.Request, route: Route, started: float) -> web.StreamResponse:
     settings = route.settings
+    if settings.signing_keys:
+        verify(settings.signing_keys, route.request_path, list(request.query.items()))
     options = parse_options(
         request.query, max_side=settings.limits.max_output_side, defaults=settings.defaults
     )
@@ -148,6 +151,8 @@ async def _cached_transform(
             negotiated_format=negotiated,
             allow_enlarge=route.settings.allow_enlarge,
             max_pixels=route.settings.limits.max_source_pixels,
+            max_output_side=route.settings.limits.max_output_side,
+            max_output_pixels=route.settings.limits.max_output_pixels,
         )
         manipulator = request.app[MANIPULATOR]
         image = await manipulator.process(job)

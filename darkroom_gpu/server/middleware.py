@@ -10,11 +10,19 @@ from typing import Final
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from darkroom_gpu.errors import OverloadedError, ServiceError
 
-__all__ = ("REQUEST_ID", "SOURCE_NAME", "error_response", "json_dumps", "request_middleware")
+__all__ = (
+    "REQUEST_ID",
+    "SOURCE_NAME",
+    "ProtocolErrorFilter",
+    "error_response",
+    "json_dumps",
+    "request_middleware",
+)
 
 access_logger = logging.getLogger("darkroom_gpu.access")
 logger = logging.getLogger(__name__)
@@ -122,3 +130,24 @@ def _log_access(
         request.get(SOURCE_NAME, "-"),
         f" error={error!r}" if error else "",
     )
+
+
+class ProtocolErrorFilter(logging.Filter):
+    """Turns aiohttp's traceback for a request that is not valid HTTP into one warning line.
+
+    Such requests (a bad request line, raw non-ASCII bytes in the URL, oversized headers) are
+    rejected by aiohttp's parser with a plain-text 400 before any middleware runs. They are a
+    client's mistake, so the traceback aiohttp logs for them at ERROR is noise.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite records caused by a parser error; leave every other record alone."""
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.msg = "invalid HTTP request rejected by the parser: %s"
+            record.args = (error.message or type(error).__name__,)
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno = logging.WARNING
+            record.levelname = logging.getLevelName(logging.WARNING)
+        return True

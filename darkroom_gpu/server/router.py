@@ -8,9 +8,10 @@ from typing import Final
 from urllib.parse import unquote_to_bytes
 
 from darkroom_gpu.config import SourceSettings
-from darkroom_gpu.errors import InvalidPathError, NotFoundError
+from darkroom_gpu.errors import InvalidPathError, NotFoundError, quote_value
 from darkroom_gpu.sources import Source
 from darkroom_gpu.sources.kinds import resolve_source_kind
+from darkroom_gpu.sources.resilience import ResilientSource
 
 __all__ = ("Route", "SourceRouter", "decode_path")
 
@@ -25,11 +26,13 @@ class Route:
         settings: the source's configuration.
         source: the fetcher.
         path: the percent-decoded object path, without the route prefix or a leading slash.
+        request_path: the whole percent-decoded request path, route prefix included.
     """
 
     settings: SourceSettings
     source: Source
     path: str
+    request_path: str
 
 
 class SourceRouter:
@@ -65,10 +68,13 @@ class SourceRouter:
                 best = (rank, settings, source)
 
         if best is None:
-            raise NotFoundError(f"no source is routed at {path!r}")
+            raise NotFoundError(f"no source is routed at {quote_value(path)}")
         _, settings, source = best
-        object_path = path[len(settings.prefix or "") :].lstrip("/")
-        return Route(settings=settings, source=source, path=object_path)
+        object_path = path[len(settings.prefix or "") :]
+        # Only the slash after the route goes, so "//x.jpg" keeps an empty segment and fails
+        # in the source instead of aliasing "/x.jpg".
+        object_path = object_path.removeprefix("/")
+        return Route(settings=settings, source=source, path=object_path, request_path=path)
 
     async def close(self) -> None:
         """Close every source."""
@@ -93,7 +99,8 @@ def decode_path(raw_path: str) -> str:
 
 
 def _create_source(settings: SourceSettings) -> Source:
-    return resolve_source_kind(settings.kind)(settings)
+    # Every kind, built-in or imported, gets the circuit breaker and request coalescing.
+    return ResilientSource(resolve_source_kind(settings.kind)(settings))
 
 
 def _host_name(host: str | None) -> str:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from darkroom_gpu.errors import NotFoundError
 from darkroom_gpu.metrics import CONTENT_TYPE
 from darkroom_gpu.server.middleware import json_dumps
 from darkroom_gpu.server.state import MANIPULATOR, METRICS, READY
 
-__all__ = ("handle_healthz", "handle_metrics", "handle_ping", "handle_readyz")
+__all__ = ("handle_healthz", "handle_metrics", "handle_ping", "handle_readyz", "handle_reserved")
 
 
 async def handle_ping(request: web.Request) -> web.Response:
@@ -44,3 +45,8 @@ async def handle_metrics(request: web.Request) -> web.Response:
     """Expose the Prometheus metrics in the text format."""
     body = request.app[METRICS].render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+async def handle_reserved(request: web.Request) -> web.Response:
+    """Answer 404 for the reserved ``/_`` paths that no route of the server uses."""
+    raise NotFoundError("paths starting with /_ are reserved for the server's own routes")

@@ -13,7 +13,7 @@ from typing import Final
 
 from darkroom_gpu.config.reader import ConfigReader
 from darkroom_gpu.config.settings import SourceSettings
-from darkroom_gpu.errors import NotFoundError, UnprocessableImageError
+from darkroom_gpu.errors import NotFoundError, UnprocessableImageError, quote_value
 from darkroom_gpu.sources.base import Source, SourceObject
 
 __all__ = ("FilesystemOptions", "FilesystemSource")
@@ -82,14 +82,14 @@ class FilesystemSource(Source):
         except OSError as exc:
             if exc.errno not in _MISSING_PATH_ERRNOS:
                 raise
-            raise NotFoundError(f"no image at {path!r}") from exc
+            raise NotFoundError(f"no image at {quote_value(path)}") from exc
 
         # The descriptor is checked before open() wraps it, because open() raises for a
         # directory without closing a descriptor it was given.
         info = os.fstat(descriptor)
         if not stat.S_ISREG(info.st_mode):
             os.close(descriptor)
-            raise NotFoundError(f"no image at {path!r}")
+            raise NotFoundError(f"no image at {quote_value(path)}")
         if info.st_size > max_bytes:
             os.close(descriptor)
             raise UnprocessableImageError(
@@ -107,12 +107,15 @@ class FilesystemSource(Source):
         return SourceObject(data=data, identity=identity, last_modified=modified)
 
     def _resolve(self, path: str) -> Path:
-        if "\x00" in path or not path.strip("/"):
-            raise NotFoundError(f"no image at {path!r}")
+        # Only one spelling of each file is served, so caches never hold aliases of one image:
+        # no empty, "." or ".." segments and no trailing slash.
+        segments = path.split("/")
+        if "\x00" in path or any(segment in ("", ".", "..") for segment in segments):
+            raise NotFoundError(f"no image at {quote_value(path)}")
         try:
-            target = (self.root / path.lstrip("/")).resolve()
+            target = (self.root / path).resolve()
         except (OSError, RuntimeError) as exc:
-            raise NotFoundError(f"no image at {path!r}") from exc
+            raise NotFoundError(f"no image at {quote_value(path)}") from exc
         if not target.is_relative_to(self.root):
-            raise NotFoundError(f"no image at {path!r}")
+            raise NotFoundError(f"no image at {quote_value(path)}")
         return target

@@ -11,6 +11,8 @@ __all__ = ("BUILTIN_KINDS", "UnknownSourceKindError", "resolve_source_kind")
 
 BUILTIN_KINDS: Final = {
     "filesystem": "darkroom_gpu.sources.filesystem:FilesystemSource",
+    "http": "darkroom_gpu.sources.http:HttpSource",
+    "s3": "darkroom_gpu.sources.s3:S3Source",
 }
 
 
