@@ -702,3 +702,15 @@ def test_unknown_kind_reports_only_kind(tmp_path: Path, pictures: Path) -> None:
     errors = config_errors(path)
     assert len(errors) == 1, errors
     assert has_error(errors, "sources[0].kind", "'ftp'"), errors
+
+
+def test_documented_example_is_valid(tmp_path: Path) -> None:
+    doc = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
+    example = doc.split("## Example", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "catalogue").mkdir()
+    path = write_config(tmp_path, example)
+
+    settings = load_settings(path, environ=NO_ENVIRONMENT)
+
+    assert [source.kind for source in settings.sources] == ["filesystem", "http", "s3"]
+    assert settings.sources[1].signing_keys[1] == "old-key-being-rotated-out"

@@ -288,7 +288,7 @@ def _validate_source(
         else:
             reader.error(reader.where, "needs a prefix or hosts to be routed by")
 
-    kind = reader.required_text("kind", "expected filesystem or module.path:Class")
+    kind = reader.required_text("kind", "expected filesystem, http, s3 or module.path:Class")
     options = None
     if kind is None:
         reader.accept_all()
