@@ -11,7 +11,8 @@ from aiohttp.test_utils import TestClient
 from PIL import Image
 from pytest_aiohttp import AiohttpClient
 
-from darkroom_gpu.cache import CachedResult, Coalescer, ResultCache, result_key
+from darkroom_gpu.cache import CachedResult, ResultCache, result_key
+from darkroom_gpu.coalescing import Coalescer
 from darkroom_gpu.manipulators import CpuManipulator, ImageJob, ImageResult
 from darkroom_gpu.server import create_app
 from tests.conftest import Client, make_settings, source_settings

@@ -12,7 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
-from darkroom_gpu.cache import CachedResult, Coalescer, ResultCache
+from darkroom_gpu.cache import CachedResult, ResultCache
+from darkroom_gpu.coalescing import Coalescer
 from darkroom_gpu.config import Settings
 from darkroom_gpu.manipulators import Manipulator, create_manipulator
 from darkroom_gpu.metrics import Metrics

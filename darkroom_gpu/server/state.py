@@ -7,7 +7,8 @@ from typing import Final
 
 from aiohttp import web
 
-from darkroom_gpu.cache import CachedResult, Coalescer, ResultCache
+from darkroom_gpu.cache import CachedResult, ResultCache
+from darkroom_gpu.coalescing import Coalescer
 from darkroom_gpu.manipulators import Manipulator
 from darkroom_gpu.metrics import Metrics
 from darkroom_gpu.server.runtime import RuntimeHolder

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Final, TypeVar
 
+from darkroom_gpu.coalescing import Coalescer
 from darkroom_gpu.config.reader import ConfigReader
 from darkroom_gpu.config.settings import CircuitBreakerSettings
 from darkroom_gpu.errors import ServiceError, SourceFailedError, SourceTimeoutError
@@ -245,7 +246,7 @@ class ResilientSource(Source):
 
     Concurrent fetches of the same path and byte limit share one call to the wrapped source and
     its result or error. A caller that is cancelled stops waiting, but the shared call goes on
-    for the others. The circuit breaker counts that shared call once: `SourceFailedError` and
+    for the others, until the last of them is cancelled too. The circuit breaker counts that shared call once: `SourceFailedError` and
     `SourceTimeoutError` are failures, while other `ServiceError`s (not found, forbidden, over
     a limit) prove that the origin answered.
 
@@ -258,7 +259,7 @@ class ResilientSource(Source):
         super().__init__(inner.settings)
         self.inner = inner
         self.breaker = CircuitBreaker(inner.settings.circuit_breaker, inner.name, clock)
-        self._inflight: dict[tuple[str, int], asyncio.Task[SourceObject]] = {}
+        self._fetches: Coalescer[SourceObject] = Coalescer()
 
     @classmethod
     def read_options(cls, reader: ConfigReader) -> object:
@@ -275,21 +276,12 @@ class ResilientSource(Source):
         Raises:
             SourceFailedError: the circuit is open, or the wrapped source failed.
         """
-        key = (path, max_bytes)
-        task = self._inflight.get(key)
-        if task is None:
-            task = asyncio.create_task(self._call(path, max_bytes))
-            self._inflight[key] = task
-            task.add_done_callback(partial(self._forget, key))
-        # The shield keeps one waiter's cancellation from cancelling the fetch the others share.
-        return await asyncio.shield(task)
+        result, _ = await self._fetches.run((path, max_bytes), partial(self._call, path, max_bytes))
+        return result
 
     async def close(self) -> None:
         """Cancel fetches still in flight, then close the wrapped source."""
-        tasks = list(self._inflight.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._fetches.cancel_all()
         await self.inner.close()
 
     async def _call(self, path: str, max_bytes: int) -> SourceObject:
@@ -307,10 +299,3 @@ class ResilientSource(Source):
             raise
         finally:
             self.breaker.record(failed=failed, trial=trial)
-
-    def _forget(self, key: tuple[str, int], task: asyncio.Task[SourceObject]) -> None:
-        if self._inflight.get(key) is task:
-            del self._inflight[key]
-        # Mark the error as retrieved, so asyncio does not log it when every waiter has gone.
-        if not task.cancelled():
-            task.exception()
