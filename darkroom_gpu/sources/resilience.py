@@ -246,9 +246,9 @@ class ResilientSource(Source):
 
     Concurrent fetches of the same path and byte limit share one call to the wrapped source and
     its result or error. A caller that is cancelled stops waiting, but the shared call goes on
-    for the others, until the last of them is cancelled too. The circuit breaker counts that shared call once: `SourceFailedError` and
-    `SourceTimeoutError` are failures, while other `ServiceError`s (not found, forbidden, over
-    a limit) prove that the origin answered.
+    for the others, until the last of them is cancelled too. The circuit breaker counts that
+    shared call once: `SourceFailedError` and `SourceTimeoutError` are failures, while other
+    `ServiceError`s (not found, forbidden, over a limit) prove that the origin answered.
 
     Args:
         inner: the source that really fetches.
