@@ -8,23 +8,22 @@ fail a request: a failed read is a miss, and a failed write is logged and droppe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from typing import Any, Final
+from typing import Final
 
-from aiobotocore.session import AioSession
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from darkroom_gpu.cache import CachedResult
 from darkroom_gpu.config import SharedStoreSettings
+from darkroom_gpu.sources.s3 import LazyS3Client
 
 __all__ = ("SharedResultStore",)
 
 logger = logging.getLogger(__name__)
 
 # A shared store is an optimisation, so its calls must give up long before a request would.
-_TIMEOUTS: Final = Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1})
+_CONNECT_TIMEOUT_SECONDS: Final = 1.0
+_READ_TIMEOUT_SECONDS: Final = 2.0
 
 
 class SharedResultStore:
@@ -36,13 +35,20 @@ class SharedResultStore:
 
     def __init__(self, settings: SharedStoreSettings) -> None:
         self.settings = settings
-        self._stack = contextlib.AsyncExitStack()
-        self._client: Any = None
+        self._client = LazyS3Client(
+            region=settings.region,
+            endpoint_url=settings.endpoint_url,
+            access_key_id=settings.access_key_id,
+            secret_access_key=settings.secret_access_key,
+            session_token=settings.session_token,
+            connect_timeout=_CONNECT_TIMEOUT_SECONDS,
+            read_timeout=_READ_TIMEOUT_SECONDS,
+        )
         self._writes: set[asyncio.Task[None]] = set()
 
     async def get(self, key: str) -> CachedResult | None:
         """Return the stored result for `key`, or ``None`` when absent or unreachable."""
-        client = await self._get_client()
+        client = await self._client.get()
         try:
             response = await client.get_object(Bucket=self.settings.bucket, Key=self._name(key))
             async with response["Body"] as body:
@@ -58,7 +64,7 @@ class SharedResultStore:
 
     async def put(self, key: str, result: CachedResult) -> None:
         """Store `result` under `key`; a failure is logged, never raised."""
-        client = await self._get_client()
+        client = await self._client.get()
         try:
             await client.put_object(
                 Bucket=self.settings.bucket,
@@ -83,25 +89,7 @@ class SharedResultStore:
     async def close(self) -> None:
         """Finish pending writes and close the S3 client."""
         await self.flush()
-        await self._stack.aclose()
-        self._client = None
+        await self._client.close()
 
     def _name(self, key: str) -> str:
         return f"{self.settings.prefix}{key}"
-
-    async def _get_client(self) -> Any:
-        if self._client is None:
-            settings = self.settings
-            session = AioSession()
-            self._client = await self._stack.enter_async_context(
-                session.create_client(
-                    "s3",
-                    region_name=settings.region,
-                    endpoint_url=settings.endpoint_url,
-                    aws_access_key_id=settings.access_key_id,
-                    aws_secret_access_key=settings.secret_access_key,
-                    aws_session_token=settings.session_token,
-                    config=_TIMEOUTS,
-                )
-            )
-        return self._client

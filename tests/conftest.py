@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 import shutil
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from moto.server import ThreadedMotoServer
 from PIL import Image
 from pytest_aiohttp import AiohttpClient
 
@@ -23,6 +24,16 @@ DATA = Path(__file__).parent / "data"
 
 Client = TestClient[web.Request, web.Application]
 ClientFactory = Callable[..., Awaitable[Client]]
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """Start one moto S3 server on 127.0.0.1 for the session and return its URL."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
 
 
 @pytest.fixture

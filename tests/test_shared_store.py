@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from aiobotocore.session import AioSession
-from moto.server import ThreadedMotoServer
 from pytest_aiohttp import AiohttpClient
 
 from darkroom_gpu.cache import CachedResult
@@ -30,24 +28,12 @@ def free_port() -> int:
         return port
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """Start moto's S3 server on 127.0.0.1 for this module."""
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-
-
 @pytest.fixture
-async def store_settings(s3_endpoint: str) -> SharedStoreSettings:
+async def store_settings(moto_endpoint: str) -> SharedStoreSettings:
     """Create the bucket and return settings for a store with a per-test prefix."""
     settings = SharedStoreSettings(
         bucket=BUCKET,
-        endpoint_url=s3_endpoint,
+        endpoint_url=moto_endpoint,
         access_key_id="testing",
         secret_access_key="testing",
         prefix=f"test-{free_port()}/",
@@ -55,7 +41,7 @@ async def store_settings(s3_endpoint: str) -> SharedStoreSettings:
     async with AioSession().create_client(
         "s3",
         region_name=settings.region,
-        endpoint_url=s3_endpoint,
+        endpoint_url=moto_endpoint,
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     ) as client:

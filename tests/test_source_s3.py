@@ -7,7 +7,7 @@ import socket
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +17,6 @@ from urllib.parse import quote
 import pytest
 from aiobotocore.session import AioSession
 from aiohttp import web
-from moto.server import ThreadedMotoServer
 from pytest_aiohttp import AiohttpServer
 
 from darkroom_gpu.config import Limits, SourceSettings
@@ -63,16 +62,6 @@ AWS_VARIABLES = (
     "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
 )
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """Start one moto S3 server on 127.0.0.1 for the session and return its URL."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -45,7 +45,7 @@ from darkroom_gpu.sources.resilience import (
     retry_transient,
 )
 
-__all__ = ("S3Options", "S3Source")
+__all__ = ("LazyS3Client", "S3Options", "S3Source")
 
 DEFAULT_REGION: Final = "us-east-1"
 # S3 rejects longer keys, so a longer path cannot name an object.
@@ -111,9 +111,16 @@ class S3Source(Source):
         if not isinstance(settings.options, S3Options):
             raise TypeError(f"expected S3Options, got {type(settings.options).__name__}")
         self.options = settings.options
-        self._client: Any = None
-        self._client_lock = asyncio.Lock()
-        self._exit_stack = contextlib.AsyncExitStack()
+        options = settings.options
+        self._client = LazyS3Client(
+            region=options.region,
+            endpoint_url=options.endpoint_url,
+            access_key_id=options.access_key_id,
+            secret_access_key=options.secret_access_key,
+            session_token=options.session_token,
+            connect_timeout=options.timeouts.connect,
+            read_timeout=options.timeouts.read,
+        )
 
     @classmethod
     def read_options(cls, reader: ConfigReader) -> S3Options | None:
@@ -186,40 +193,10 @@ class S3Source(Source):
 
     async def close(self) -> None:
         """Close the client and its connection pool."""
-        async with self._client_lock:
-            await self._exit_stack.aclose()
-            self._client = None
-            self._exit_stack = contextlib.AsyncExitStack()
-
-    async def _get_client(self) -> Any:
-        # Created on first use because the client binds to the running event loop. The lock
-        # keeps two concurrent first requests from creating two clients.
-        if self._client is not None:
-            return self._client
-        async with self._client_lock:
-            if self._client is None:
-                options = self.options
-                config = AioConfig(
-                    connect_timeout=options.timeouts.connect,
-                    read_timeout=options.timeouts.read,
-                    retries={"total_max_attempts": 1},
-                    max_pool_connections=MAX_POOL_CONNECTIONS,
-                )
-                self._client = await self._exit_stack.enter_async_context(
-                    AioSession().create_client(
-                        "s3",
-                        region_name=options.region,
-                        endpoint_url=options.endpoint_url,
-                        aws_access_key_id=options.access_key_id,
-                        aws_secret_access_key=options.secret_access_key,
-                        aws_session_token=options.session_token,
-                        config=config,
-                    )
-                )
-            return self._client
+        await self._client.close()
 
     async def _get_object(self, key: str, max_bytes: int) -> SourceObject:
-        client = await self._get_client()
+        client = await self._client.get()
         failed = f"source {self.name!r} failed for {key!r}"
         try:
             response = await client.get_object(Bucket=self.options.bucket, Key=key)
@@ -311,3 +288,66 @@ def _utc(value: object) -> datetime | None:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+class LazyS3Client:
+    """An aiobotocore S3 client made on first use, because it binds to the running event loop.
+
+    botocore's own retries are off, so that callers decide what to retry and log it.
+
+    Args:
+        region: the AWS region.
+        endpoint_url: URL of an S3-compatible store, or ``None`` for AWS itself.
+        access_key_id: static credentials; ``None`` uses the standard AWS credential chain.
+        secret_access_key: the secret of `access_key_id`.
+        session_token: optional token of temporary credentials.
+        connect_timeout: seconds to open a connection.
+        read_timeout: seconds to wait for data on an open connection.
+    """
+
+    def __init__(
+        self,
+        *,
+        region: str,
+        endpoint_url: str | None,
+        access_key_id: str | None,
+        secret_access_key: str | None,
+        session_token: str | None,
+        connect_timeout: float,
+        read_timeout: float,
+    ) -> None:
+        self._arguments: dict[str, Any] = {
+            "region_name": region,
+            "endpoint_url": endpoint_url,
+            "aws_access_key_id": access_key_id,
+            "aws_secret_access_key": secret_access_key,
+            "aws_session_token": session_token,
+            "config": AioConfig(
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                retries={"total_max_attempts": 1},
+                max_pool_connections=MAX_POOL_CONNECTIONS,
+            ),
+        }
+        self._client: Any = None
+        self._lock = asyncio.Lock()
+        self._exit_stack = contextlib.AsyncExitStack()
+
+    async def get(self) -> Any:
+        """Return the client, creating it on the first call."""
+        if self._client is not None:
+            return self._client
+        # The lock keeps two concurrent first requests from creating two clients.
+        async with self._lock:
+            if self._client is None:
+                self._client = await self._exit_stack.enter_async_context(
+                    AioSession().create_client("s3", **self._arguments)
+                )
+            return self._client
+
+    async def close(self) -> None:
+        """Close the client and its connection pool; a later `get` makes a new one."""
+        async with self._lock:
+            await self._exit_stack.aclose()
+            self._client = None
+            self._exit_stack = contextlib.AsyncExitStack()
