@@ -17,6 +17,7 @@ from typing import Final
 
 import aiohttp
 import pytest
+import torch
 from PIL import Image
 
 CONSOLE_SCRIPT: Final = Path(sys.executable).with_name("darkroom-gpu")
@@ -191,7 +192,8 @@ def test_missing_config_file_exits_2(tmp_path: Path) -> None:
     assert "absent.yaml: cannot be read" in result.stderr
 
 
-def test_device_cuda_not_supported(tmp_path: Path) -> None:
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this host has a CUDA device")
+def test_device_cuda_without_gpu_exits_2(tmp_path: Path) -> None:
     result = run_console_script(tmp_path, "serve", "--device", "cuda", "--port", str(free_port()))
 
     assert result.returncode == EXIT_CONFIG_ERROR, result.stderr

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Run the CUDA tests and a short GPU-versus-CPU benchmark on a GPU machine, in under 8 minutes.
+#
+# Usage (from any folder):
+#   OUT=/path/to/results bash benchmarks/gpu_check.sh             # on a CUDA machine
+#   OUT=/tmp/gpu-dry bash benchmarks/gpu_check.sh --dry-run       # CPU stand-in, tiny counts
+#
+# Wheels in .whl/ (see benchmarks/README.md) are installed into /tmp/site first, and the
+# repository itself goes on PYTHONPATH instead of being installed, so that the machine's own
+# torch and torchvision are used. Output under $OUT: versions.txt, pytest-cuda.log, bench.log,
+# bench.json and bench.md. The exit status is 0 only when the tests and the benchmark passed.
+set -uo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo" || exit 1
+
+dry_run="${DRY_RUN:-0}"
+for arg in "$@"; do
+    case "$arg" in
+        --dry-run) dry_run=1 ;;
+        *) echo "gpu_check.sh: unknown argument '$arg'; expected --dry-run" >&2; exit 2 ;;
+    esac
+done
+
+out="${OUT:-/tmp/gpu-check}"
+mkdir -p "$out"
+# Seconds; the three steps together stay under 8 minutes.
+test_timeout="${TEST_TIMEOUT:-180}"
+bench_budget="${BENCH_BUDGET:-210}"
+bench_timeout="${BENCH_TIMEOUT:-270}"
+
+if [[ "$dry_run" == 1 ]]; then
+    # The dry run is meant for a development checkout, whose virtual environment has torch.
+    python="${PYTHON:-$([[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python3)}"
+    device=cpu
+    bench_budget="${BENCH_BUDGET:-40}"
+else
+    python="${PYTHON:-python3}"
+    device="${DEVICE:-cuda:0}"
+fi
+
+if compgen -G ".whl/*.whl" >/dev/null; then
+    echo "== installing $(ls .whl/*.whl | wc -l) wheels from .whl into /tmp/site"
+    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || { echo "wheel install failed" >&2; exit 1; }
+    export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+
+{
+    echo "== $(date -u +%Y-%m-%dT%H:%M:%SZ) dry_run=$dry_run device=$device python=$python"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null \
+        || echo "nvidia-smi: not available"
+    "$python" - <<'EOF'
+import platform
+import torch
+import torchvision
+print("python", platform.python_version())
+print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())
+print("torchvision", torchvision.__version__)
+if torch.cuda.is_available():
+    print("gpu", torch.cuda.get_device_name(0), "capability", torch.cuda.get_device_capability(0))
+names = (
+    "PIL", "kornia", "kornia_rs", "aiohttp", "orjson", "yaml", "prometheus_client",
+    "aiobotocore", "botocore", "pytest", "pytest_asyncio", "pytest_aiohttp",
+)
+for name in names:
+    try:
+        module = __import__(name)
+        print(name, getattr(module, "__version__", "installed"))
+    except ImportError as exc:
+        print(name, "MISSING:", exc)
+EOF
+} 2>&1 | tee "$out/versions.txt"
+
+if ! "$python" -c "import darkroom_gpu.server, darkroom_gpu.manipulators.gpu"; then
+    echo "darkroom_gpu cannot be imported; carry the missing packages as wheels in .whl/" >&2
+    exit 1
+fi
+
+# Only the files with CUDA tests are collected, so that a module needing a package the machine
+# lacks (moto for the S3 tests, say) cannot stop the run at collection.
+mapfile -t cuda_files < <(grep -l "mark.cuda" tests/test_*.py)
+echo "== CUDA tests: pytest -m cuda ${cuda_files[*]}"
+timeout "$test_timeout" "$python" -m pytest -q -m cuda "${cuda_files[@]}" 2>&1 \
+    | tee "$out/pytest-cuda.log"
+tests_status=${PIPESTATUS[0]}
+
+echo "== benchmark (budget ${bench_budget} s)"
+bench_args=(--device "$device" --out "$out" --budget-seconds "$bench_budget")
+[[ "$dry_run" == 1 ]] && bench_args+=(--dry-run)
+timeout "$bench_timeout" "$python" benchmarks/gpu_bench.py "${bench_args[@]}" 2>&1 \
+    | tee "$out/bench.log"
+bench_status=${PIPESTATUS[0]}
+
+echo "== done: tests exit $tests_status, benchmark exit $bench_status; results in $out"
+# pytest exits 5 when every test was deselected or skipped, as on a machine without CUDA.
+if [[ "$dry_run" == 1 && "$tests_status" == 5 ]]; then
+    tests_status=0
+fi
+[[ "$tests_status" == 0 && "$bench_status" == 0 ]]

@@ -1,0 +1,767 @@
+"""The GPU manipulator: concurrent requests decoded, transformed and encoded in batches.
+
+A `MicroBatcher` groups concurrent jobs. Each batch then runs these phases:
+
+1. Prepare, per job on CPU threads before it is queued: probe the header, choose the output
+   format, plan the transform, check the pixel limit and pick the decoder.
+2. Decode. Baseline 8-bit YCbCr JPEGs are decoded together by nvJPEG through torchvision's
+   batched ``decode_jpeg``. Every other input (PNG, WebP, GIF, BMP, TIFF, AVIF, progressive,
+   CMYK or grayscale JPEG, and any JPEG that nvJPEG rejects) is decoded by Pillow on CPU
+   threads, with the CPU manipulator's shrink-on-load, and uploaded through pinned memory.
+3. Process, per image on the device: an integer box reduction for large downscales (standing
+   in for shrink-on-load, which nvJPEG lacks), then `pipeline.run_steps`.
+4. Encode. JPEG results are encoded together by nvJPEG through ``encode_jpeg``, one call per
+   quality. Other formats are copied to the host and encoded by Pillow on CPU threads.
+
+Isolation and fallback: an image that fails to decode or transform fails alone with its own
+error. CUDA out-of-memory splits the failing group in halves and retries, and a single image
+still out of memory runs through the CPU manipulator. Any other CUDA error sends the rest of
+the batch to the CPU manipulator. Each image handed to the CPU is counted in
+``darkroom_gpu_fallbacks_total{reason}``.
+
+One dedicated thread per manipulator owns every call that touches the device, because
+torchvision keeps one process-wide nvJPEG decoder behind a lock and because CUDA work issued
+from one thread runs in order on that thread's stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import partial
+from typing import Final, TypeVar
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
+
+from darkroom_gpu import codecs, pipeline
+from darkroom_gpu.codecs import SHRINK_ON_LOAD_MARGIN, ImageFormat
+from darkroom_gpu.config import BatchSettings
+from darkroom_gpu.errors import UnprocessableImageError
+from darkroom_gpu.geometry import Size
+from darkroom_gpu.manipulators.base import ImageJob, ImageResult, Manipulator
+from darkroom_gpu.manipulators.batcher import BatcherClosedError, MicroBatcher
+from darkroom_gpu.manipulators.cpu import CpuManipulator
+from darkroom_gpu.metrics import Metrics
+from darkroom_gpu.options import OutputFormat, ProcessingOptions
+from darkroom_gpu.pipeline import TransformPlan
+
+__all__ = ("FallbackReason", "GpuManipulator", "is_device_decodable_jpeg", "reduce_for_resize")
+
+logger = logging.getLogger(__name__)
+
+# Failures of the device itself rather than of one image. Both subclass RuntimeError, so they
+# are caught before any handler for image errors.
+DEVICE_FAILURES: Final = (torch.cuda.OutOfMemoryError, torch.AcceleratorError)
+# At most one log line per fallback reason in this many seconds; the rest are counted.
+FALLBACK_LOG_INTERVAL: Final = 60.0
+
+# JPEG markers, from ITU-T T.81 table B.1.
+_STANDALONE_MARKERS: Final = frozenset({0x01, *range(0xD0, 0xD8)})
+_FRAME_MARKERS: Final = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_BASELINE_FRAME_MARKERS: Final = frozenset({0xC0, 0xC1})
+_ADOBE_MARKER: Final = 0xEE
+_SCAN_MARKERS: Final = frozenset({0xDA, 0xD9})
+# The DCT scales libjpeg decodes at, largest first, as Pillow's JpegImageFile.draft() picks them.
+_REDUCE_FACTORS: Final = (8, 4, 2)
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+
+class FallbackReason(StrEnum):
+    """The reason an image was handed to the CPU, the label of ``darkroom_gpu_fallbacks_total``."""
+
+    OUT_OF_MEMORY = "out_of_memory"
+    CUDA_ERROR = "cuda_error"
+    CPU_DECODE = "cpu_decode"
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """One job after its CPU-side planning, as the batcher queues it."""
+
+    job: ImageJob
+    source_format: ImageFormat
+    plan: TransformPlan
+    quality: int
+    megapixels: float
+    decode_on_device: bool
+    prepare_seconds: float
+    prepared_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Fallback:
+    reason: FallbackReason
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Encoded:
+    data: bytes
+    size: Size
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    """Input of the device phase: ``pixels`` is ``(C, H, W)`` uint8, on the host or device."""
+
+    pixels: torch.Tensor
+    plan: TransformPlan
+    quality: int
+    reduce: bool
+
+
+@dataclass(slots=True)
+class _Clock:
+    process: float = 0.0
+    encode: float = 0.0
+
+
+@dataclass(slots=True)
+class _Slot:
+    """The state of one image while its batch runs; exactly one outcome field ends up set."""
+
+    item: _Prepared
+    pixels: torch.Tensor | None = None
+    decoded_on_device: bool = False
+    host_result: torch.Tensor | None = None
+    encoded: _Encoded | None = None
+    fallback: _Fallback | None = None
+    cpu_result: ImageResult | None = None
+    error: Exception | None = None
+
+
+class GpuManipulator(Manipulator):
+    """Processes concurrent jobs in batches on one CUDA device.
+
+    ``torch.device("cpu")`` is accepted too: every phase then runs on CPU tensors, which lets
+    the batching, isolation and fallback logic run in tests on machines without a GPU.
+
+    Args:
+        device: ``cuda:N``, or ``cpu`` as a stand-in.
+        workers: CPU threads for probing, Pillow decodes and encodes, and CPU fallbacks.
+        batching: the micro-batcher's bounds.
+        metrics: where batch, queue, fallback and memory metrics are recorded.
+
+    Note:
+        The hooks `decode_jpegs`, `transform` and `encode_jpegs` run on the device thread.
+        Subclasses may override them, for example to inject failures in tests.
+    """
+
+    def __init__(
+        self, device: torch.device, *, workers: int, batching: BatchSettings, metrics: Metrics
+    ) -> None:
+        index: int | None = device.index
+        if device.type == "cuda" and index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        self._device = device
+        self.device = str(device)
+        self._metrics = metrics
+        self._cuda = device.type == "cuda"
+        self._device_thread = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix=f"darkroom-{device.type}{device.index or 0}",
+            initializer=self._init_device_thread,
+        )
+        self._cpu_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="darkroom-io")
+        self._cpu = CpuManipulator(workers=workers)
+        self._batcher: MicroBatcher[_Prepared, ImageResult] = MicroBatcher(
+            self._run_batch,
+            settings=batching,
+            metrics=metrics,
+            megapixels=lambda item: item.megapixels,
+        )
+        self._fallback_log = _FallbackLog(self.device, FALLBACK_LOG_INTERVAL)
+        self.fallback_counts: Counter[FallbackReason] = Counter()
+
+    async def process(self, job: ImageJob) -> ImageResult:
+        """Prepare the job on a CPU thread, then run it in the next batch.
+
+        Raises:
+            OverloadedError: the batcher's queue is full.
+            BatcherClosedError: the manipulator is closed.
+            UnsupportedMediaTypeError: the bytes are no image format the server reads.
+            UnprocessableImageError: the image is corrupt or over a limit.
+        """
+        if self._batcher.closed:
+            raise BatcherClosedError()
+        loop = asyncio.get_running_loop()
+        prepared = await loop.run_in_executor(self._cpu_pool, self._prepare, job)
+        return await self._batcher.submit(prepared)
+
+    async def process_many(self, jobs: Sequence[ImageJob]) -> list[ImageResult | Exception]:
+        """Prepare several jobs and queue them together, so an idle device runs them as one batch.
+
+        Returns:
+            One outcome per job, in order: its result or the error it alone failed with.
+
+        Raises:
+            OverloadedError: the batcher's queue has no room for all of them.
+            BatcherClosedError: the manipulator is closed.
+        """
+        if self._batcher.closed:
+            raise BatcherClosedError()
+        loop = asyncio.get_running_loop()
+        prepared = await asyncio.gather(
+            *(loop.run_in_executor(self._cpu_pool, self._prepare, job) for job in jobs),
+            return_exceptions=True,
+        )
+        ready = [item for item in prepared if isinstance(item, _Prepared)]
+        results = iter(await self._batcher.submit_many(ready))
+        outcomes: list[ImageResult | Exception] = []
+        for item in prepared:
+            if isinstance(item, _Prepared):
+                outcomes.append(next(results))
+            elif isinstance(item, Exception):
+                outcomes.append(item)
+            else:
+                raise item
+        return outcomes
+
+    async def warm_up(self) -> None:
+        """Run a JPEG and a PNG together through every phase on the device.
+
+        Raises:
+            RuntimeError: the device failed and the images fell back to the CPU.
+        """
+        before = self.fallback_counts.copy()
+        jobs = [
+            _warm_up_job("JPEG", ProcessingOptions(width=32, blur=1.0, rotation=10.0)),
+            _warm_up_job("PNG", ProcessingOptions(width=32, flip_horizontal=True)),
+        ]
+        for outcome in await self.process_many(jobs):
+            if isinstance(outcome, Exception):
+                raise outcome
+        failures = self.fallback_counts - before
+        failures.pop(FallbackReason.CPU_DECODE, None)
+        if failures:
+            reasons = ", ".join(sorted(failures))
+            raise RuntimeError(f"warm-up on {self.device} fell back to the CPU ({reasons})")
+
+    async def close(self) -> None:
+        """Fail queued jobs, let the running batch finish, stop the threads and free memory."""
+        await self._batcher.close()
+        await asyncio.to_thread(self._device_thread.shutdown, wait=True)
+        await asyncio.to_thread(self._cpu_pool.shutdown, wait=True)
+        await self._cpu.close()
+        if self._cuda:
+            with torch.cuda.device(self._device):
+                torch.cuda.empty_cache()
+
+    def decode_jpegs(self, sources: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Decode JPEGs on the device in one call.
+
+        Args:
+            sources: encoded JPEGs, each a ``(N,)`` uint8 CPU tensor of its bytes.
+
+        Returns:
+            One ``(3, H, W)`` uint8 RGB tensor in [0, 255] on the device per source, in stored
+            orientation.
+
+        Raises:
+            RuntimeError: the decoder rejected an input; the batched call does not say which.
+        """
+        # TODO: move to torchcodec's decoders before torchvision drops these (deprecated in 0.29).
+        decoded = decode_jpeg(sources, mode=ImageReadMode.RGB, device=self._device)
+        return list(decoded)
+
+    def transform(self, image: torch.Tensor, plan: TransformPlan) -> torch.Tensor:
+        """Run the planned steps on one image on the device (`pipeline.run_steps`)."""
+        return pipeline.run_steps(image, plan)
+
+    def encode_jpegs(self, images: list[torch.Tensor], quality: int) -> list[torch.Tensor]:
+        """Encode RGB images as JPEG in one call.
+
+        Args:
+            images: ``(3, H, W)`` uint8 contiguous tensors on the device.
+            quality: JPEG quality 1..100.
+
+        Returns:
+            One ``(N,)`` uint8 tensor of encoded bytes per image, on the device or the host.
+        """
+        return list(encode_jpeg(images, quality=quality))
+
+    def _init_device_thread(self) -> None:
+        if self._cuda:
+            torch.cuda.set_device(self._device)
+
+    def _prepare(self, job: ImageJob) -> _Prepared:
+        started = time.perf_counter()
+        info = codecs.probe(job.data)
+        output_format = pipeline.choose_output_format(job.options, info, job.negotiated_format)
+        plan = pipeline.plan_transform(
+            job.options, info, output_format, allow_enlarge=job.allow_enlarge
+        )
+        pixel_count = info.size.width * info.size.height
+        if pixel_count > job.max_pixels:
+            raise UnprocessableImageError(
+                f"image is {info.size.width}x{info.size.height} = {pixel_count} pixels, "
+                f"over this source's limit of {job.max_pixels}"
+            )
+        quality = job.options.quality or codecs.default_quality(
+            output_format, compress=job.options.auto_compress
+        )
+        on_device = info.format is ImageFormat.JPEG and is_device_decodable_jpeg(job.data)
+        prepared_at = time.perf_counter()
+        return _Prepared(
+            job=job,
+            source_format=info.format,
+            plan=plan,
+            quality=quality,
+            megapixels=pixel_count / 1e6,
+            decode_on_device=on_device,
+            prepare_seconds=prepared_at - started,
+            prepared_at=prepared_at,
+        )
+
+    async def _run_batch(self, items: list[_Prepared]) -> list[ImageResult | Exception]:
+        started = time.perf_counter()
+        slots = [_Slot(item) for item in items]
+        await self._decode(slots)
+        decoded_at = time.perf_counter()
+        clock = await self._process_on_device(slots)
+        processed_at = time.perf_counter()
+        await self._encode_on_host(slots)
+        encoded_at = time.perf_counter()
+        await self._run_fallbacks(slots)
+        if self._cuda:
+            self._metrics.gpu_memory.set(torch.cuda.memory_allocated(self._device))
+
+        # Stage times are those of the whole batch, shared by its images.
+        host_encode = encoded_at - processed_at
+        timings = {
+            "decode": decoded_at - started,
+            "process": clock.process,
+            "encode": clock.encode + host_encode,
+        }
+        return [_finish(slot, started, timings) for slot in slots]
+
+    async def _decode(self, slots: list[_Slot]) -> None:
+        loop = asyncio.get_running_loop()
+        device_slots = [slot for slot in slots if slot.item.decode_on_device]
+        host_slots = [slot for slot in slots if not slot.item.decode_on_device]
+        device_call = loop.run_in_executor(
+            self._device_thread,
+            self._split_on_failure,
+            self._decode_group,
+            [slot.item.job.data for slot in device_slots],
+        )
+        host_calls = asyncio.gather(*(self._decode_on_host(slot) for slot in host_slots))
+        outcomes, _ = await asyncio.gather(device_call, host_calls)
+        if host_slots:
+            formats = sorted({slot.item.source_format.value for slot in host_slots})
+            self._count_fallback(
+                FallbackReason.CPU_DECODE,
+                len(host_slots),
+                f"the device decoder does not take these {'/'.join(formats)} inputs",
+            )
+
+        rejected: list[_Slot] = []
+        reason = ""
+        for slot, outcome in zip(device_slots, outcomes, strict=True):
+            if isinstance(outcome, torch.Tensor):
+                slot.pixels = outcome
+                slot.decoded_on_device = True
+            elif isinstance(outcome, _Fallback):
+                slot.fallback = outcome
+            else:
+                # The device decoder rejected the image; Pillow decodes it or reports it corrupt.
+                rejected.append(slot)
+                reason = reason or _first_line(outcome)
+        if rejected:
+            self._count_fallback(
+                FallbackReason.CPU_DECODE, len(rejected), f"the device decoder failed: {reason}"
+            )
+            await asyncio.gather(*(self._decode_on_host(slot) for slot in rejected))
+
+    async def _decode_on_host(self, slot: _Slot) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            slot.pixels = await loop.run_in_executor(self._cpu_pool, _decode_with_pillow, slot.item)
+        except Exception as exc:  # noqa: BLE001 - the image fails alone; its caller re-raises it
+            slot.error = exc
+
+    async def _process_on_device(self, slots: list[_Slot]) -> _Clock:
+        ready = [slot for slot in slots if slot.pixels is not None]
+        works = [
+            _Work(slot.pixels, slot.item.plan, slot.item.quality, reduce=slot.decoded_on_device)
+            for slot in ready
+            if slot.pixels is not None
+        ]
+        for slot in ready:
+            slot.pixels = None
+        clock = _Clock()
+        loop = asyncio.get_running_loop()
+        outcomes = await loop.run_in_executor(
+            self._device_thread,
+            self._split_on_failure,
+            partial(self._process_group, clock=clock),
+            works,
+        )
+        for slot, outcome in zip(ready, outcomes, strict=True):
+            if isinstance(outcome, _Encoded):
+                slot.encoded = outcome
+            elif isinstance(outcome, torch.Tensor):
+                slot.host_result = outcome
+            elif isinstance(outcome, _Fallback):
+                slot.fallback = outcome
+            else:
+                slot.error = outcome
+        return clock
+
+    async def _encode_on_host(self, slots: list[_Slot]) -> None:
+        loop = asyncio.get_running_loop()
+
+        async def encode(slot: _Slot, pixels: torch.Tensor) -> None:
+            plan = slot.item.plan
+            try:
+                data = await loop.run_in_executor(
+                    self._cpu_pool, codecs.encode, pixels, plan.output_format, slot.item.quality
+                )
+            except Exception as exc:  # noqa: BLE001 - the image fails alone; its caller re-raises it
+                slot.error = exc
+                return
+            size = Size(width=int(pixels.shape[-1]), height=int(pixels.shape[-2]))
+            slot.encoded = _Encoded(data, size)
+
+        await asyncio.gather(
+            *(encode(slot, slot.host_result) for slot in slots if slot.host_result is not None)
+        )
+
+    async def _run_fallbacks(self, slots: list[_Slot]) -> None:
+        fallbacks = [slot for slot in slots if slot.fallback is not None]
+        by_reason: dict[FallbackReason, list[_Fallback]] = {}
+        for slot in fallbacks:
+            if slot.fallback is not None:
+                by_reason.setdefault(slot.fallback.reason, []).append(slot.fallback)
+        for reason, members in by_reason.items():
+            self._count_fallback(reason, len(members), members[0].detail)
+
+        async def run_on_cpu(slot: _Slot) -> None:
+            try:
+                slot.cpu_result = await self._cpu.process(slot.item.job)
+            except Exception as exc:  # noqa: BLE001 - the image fails alone; its caller re-raises it
+                slot.error = exc
+
+        await asyncio.gather(*(run_on_cpu(slot) for slot in fallbacks))
+
+    def _count_fallback(self, reason: FallbackReason, images: int, detail: str) -> None:
+        self.fallback_counts[reason] += images
+        self._metrics.gpu_fallbacks.labels(reason.value).inc(images)
+        self._fallback_log.record(reason, images, detail)
+
+    def _split_on_failure(
+        self, run_group: Callable[[list[T]], list[U]], entries: list[T]
+    ) -> list[U | _Fallback]:
+        """Run `run_group` on `entries`, halving the group on CUDA out-of-memory.
+
+        Runs on the device thread. A single entry still out of memory, and every entry left
+        after any other CUDA error, becomes a `_Fallback` for the CPU manipulator.
+        """
+        outcomes: list[U | _Fallback | None] = [None] * len(entries)
+        groups = [(0, len(entries))] if entries else []
+        # Halving n entries down to single ones makes at most 2n - 1 groups.
+        for _ in range(2 * len(entries)):
+            if not groups:
+                break
+            start, stop = groups.pop()
+            failure: _Fallback
+            try:
+                group_outcomes = run_group(entries[start:stop])
+            except torch.cuda.OutOfMemoryError as exc:
+                failure = _Fallback(FallbackReason.OUT_OF_MEMORY, _first_line(exc))
+            except torch.AcceleratorError as exc:
+                failure = _Fallback(FallbackReason.CUDA_ERROR, _first_line(exc))
+            else:
+                outcomes[start:stop] = group_outcomes
+                continue
+
+            # The exception and its frames are gone here, so their tensors can be freed.
+            self._release_cached_memory()
+            if failure.reason is FallbackReason.CUDA_ERROR:
+                # The CUDA context may be unusable after such an error, so nothing more of this
+                # batch runs on the device.
+                for left, right in [(start, stop), *groups]:
+                    outcomes[left:right] = [failure] * (right - left)
+                break
+            if stop - start == 1:
+                outcomes[start] = failure
+            else:
+                middle = (start + stop) // 2
+                groups += [(middle, stop), (start, middle)]
+        finished: list[U | _Fallback] = []
+        for outcome in outcomes:
+            if outcome is None:
+                raise RuntimeError("a group of the batch was never run")
+            finished.append(outcome)
+        return finished
+
+    def _decode_group(self, sources: list[bytes]) -> list[torch.Tensor | Exception]:
+        # bytearray() copies, because torch.frombuffer warns about read-only buffers.
+        tensors = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in sources]
+        try:
+            return list(self.decode_jpegs(tensors))
+        except DEVICE_FAILURES:
+            raise
+        except (RuntimeError, ValueError) as exc:
+            if len(tensors) == 1:
+                return [exc]
+
+        # The batched call fails as a whole, so decode each image alone to find the culprits.
+        outcomes: list[torch.Tensor | Exception] = []
+        for tensor in tensors:
+            try:
+                outcomes.append(self.decode_jpegs([tensor])[0])
+            except DEVICE_FAILURES:
+                raise
+            except (RuntimeError, ValueError) as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    def _process_group(
+        self, works: list[_Work], clock: _Clock
+    ) -> list[_Encoded | torch.Tensor | Exception]:
+        started = time.perf_counter()
+        images: list[torch.Tensor | Exception] = []
+        for work in works:
+            try:
+                images.append(self._transform_one(work))
+            except DEVICE_FAILURES:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the image fails alone; its caller re-raises it
+                images.append(exc)
+        if self._cuda:
+            # Kernels run asynchronously; wait so that their time counts as process, not encode.
+            torch.cuda.synchronize(self._device)
+        transformed_at = time.perf_counter()
+
+        outcomes: list[_Encoded | torch.Tensor | Exception] = list(images)
+        jpeg_indices = [
+            index
+            for index, (work, image) in enumerate(zip(works, images, strict=True))
+            if isinstance(image, torch.Tensor) and work.plan.output_format is OutputFormat.JPEG
+        ]
+        for quality in sorted({works[index].quality for index in jpeg_indices}):
+            members = [index for index in jpeg_indices if works[index].quality == quality]
+            tensors = [images[index] for index in members]
+            encoded = self._encode_jpeg_group(
+                [t for t in tensors if isinstance(t, torch.Tensor)], quality
+            )
+            for index, encoded_image in zip(members, encoded, strict=True):
+                outcomes[index] = encoded_image
+        for index, outcome in enumerate(outcomes):
+            if isinstance(outcome, torch.Tensor) and outcome.device.type != "cpu":
+                outcomes[index] = outcome.cpu()
+        clock.process += transformed_at - started
+        clock.encode += time.perf_counter() - transformed_at
+        return outcomes
+
+    def _transform_one(self, work: _Work) -> torch.Tensor:
+        image = work.pixels
+        if image.device != self._device:
+            if self._cuda:
+                image = image.pin_memory().to(self._device, non_blocking=True)
+            else:
+                image = image.to(self._device)
+        if work.reduce:
+            image = reduce_for_resize(image, pipeline.decode_size(work.plan))
+        return self.transform(image, work.plan)
+
+    def _encode_jpeg_group(
+        self, images: list[torch.Tensor], quality: int
+    ) -> list[_Encoded | torch.Tensor]:
+        """Encode on the device; an image the encoder rejects goes back for Pillow to encode."""
+        images = [image.contiguous() for image in images]
+        try:
+            encoded = self.encode_jpegs(images, quality)
+        except DEVICE_FAILURES:
+            raise
+        except (RuntimeError, ValueError):
+            encoded_or_none: list[torch.Tensor | None] = []
+            for image in images:
+                try:
+                    encoded_or_none.append(self.encode_jpegs([image], quality)[0])
+                except DEVICE_FAILURES:
+                    raise
+                except (RuntimeError, ValueError):
+                    encoded_or_none.append(None)
+        else:
+            encoded_or_none = list(encoded)
+
+        outcomes: list[_Encoded | torch.Tensor] = []
+        for image, data in zip(images, encoded_or_none, strict=True):
+            if data is None:
+                outcomes.append(image)
+                continue
+            size = Size(width=int(image.shape[-1]), height=int(image.shape[-2]))
+            outcomes.append(_Encoded(data.cpu().numpy().tobytes(), size))
+        return outcomes
+
+    def _release_cached_memory(self) -> None:
+        if self._cuda:
+            torch.cuda.empty_cache()
+
+
+def is_device_decodable_jpeg(data: bytes) -> bool:
+    """Tell from the JPEG header whether nvJPEG's batched decoder can take the image.
+
+    Only baseline or extended sequential (SOF0, SOF1) 8-bit JPEGs with three YCbCr components
+    qualify. Progressive, lossless and arithmetic-coded JPEGs, grayscale and CMYK ones, and
+    three-component JPEGs that an Adobe marker declares as RGB are left to Pillow.
+
+    Args:
+        data: the encoded image, starting with the SOI marker.
+
+    Returns:
+        Whether the device decoder should get the image. A malformed header returns False, so
+        that Pillow reports the error.
+    """
+    if not data.startswith(b"\xff\xd8"):
+        return False
+    adobe_transform: int | None = None
+    position = 2
+    # Every pass moves `position` forward, so the loop ends within len(data) passes.
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return False
+        marker = data[position + 1]
+        if marker == 0xFF:  # a fill byte before a marker
+            position += 1
+            continue
+        if marker in _STANDALONE_MARKERS:
+            position += 2
+            continue
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        segment = data[position + 4 : position + 2 + length]
+        if marker == _ADOBE_MARKER and segment.startswith(b"Adobe") and len(segment) >= 12:
+            adobe_transform = segment[11]
+        elif marker in _FRAME_MARKERS:
+            if marker not in _BASELINE_FRAME_MARKERS or len(segment) < 6:
+                return False
+            precision, components = segment[0], segment[5]
+            # Adobe transform 0 on three components means the samples are RGB, not YCbCr.
+            return precision == 8 and components == 3 and adobe_transform != 0
+        elif marker in _SCAN_MARKERS or length < 2:
+            return False
+        position += 2 + length
+    return False
+
+
+def reduce_for_resize(image: torch.Tensor, target: Size) -> torch.Tensor:
+    """Shrink an image by 2, 4 or 8 with a box filter, staying at least twice `target`.
+
+    This replaces JPEG shrink-on-load, which nvJPEG does not offer. The factor is chosen
+    as `codecs.decode` chooses its DCT scale (the largest of 8, 4 and 2 that keeps both sides at
+    least `SHRINK_ON_LOAD_MARGIN` times the target), so both paths run the final antialiased
+    resize from the same size. A box average at the same scale differs from a DCT-scaled
+    decode by well under one level on average (`tests/test_gpu_manipulator.py` bounds it).
+
+    Args:
+        image: ``(C, H, W)`` uint8 in [0, 255], in stored orientation.
+        target: the planned scaled size in stored orientation, in pixels.
+
+    Returns:
+        ``(C, ceil(H / k), ceil(W / k))`` uint8 in [0, 255] for the chosen factor k, or `image`
+        itself when even k = 2 would go below the margin. Partial blocks at the right and
+        bottom edges average the pixels they cover.
+    """
+    height, width = int(image.shape[-2]), int(image.shape[-1])
+    max_factor = min(
+        width // (SHRINK_ON_LOAD_MARGIN * target.width),
+        height // (SHRINK_ON_LOAD_MARGIN * target.height),
+    )
+    factor = next((factor for factor in _REDUCE_FACTORS if factor <= max_factor), 1)
+    if factor == 1:
+        return image
+    pooled = F.avg_pool2d(image[None].float(), kernel_size=factor, stride=factor, ceil_mode=True)
+    return pooled[0].round().clamp(0, 255).to(torch.uint8)
+
+
+class _FallbackLog:
+    """Logs at most one line per fallback reason per interval, with the count since the last."""
+
+    def __init__(self, device: str, interval: float) -> None:
+        self._device = device
+        self._interval = interval
+        self._last: dict[FallbackReason, float] = {}
+        self._unreported: Counter[FallbackReason] = Counter()
+
+    def record(self, reason: FallbackReason, images: int, detail: str) -> None:
+        self._unreported[reason] += images
+        now = time.monotonic()
+        last = self._last.get(reason)
+        if last is not None and now - last < self._interval:
+            return
+        self._last[reason] = now
+        count = self._unreported.pop(reason)
+        level = logging.INFO if reason is FallbackReason.CPU_DECODE else logging.WARNING
+        logger.log(
+            level,
+            "%s: %d images handed to the CPU since the last report, reason=%s: %s",
+            self._device,
+            count,
+            reason.value,
+            detail,
+        )
+
+
+def _decode_with_pillow(item: _Prepared) -> torch.Tensor:
+    decoded = codecs.decode(
+        item.job.data,
+        max_pixels=item.job.max_pixels,
+        draft_size=pipeline.decode_size(item.plan),
+    )
+    return decoded.pixels
+
+
+def _finish(slot: _Slot, started: float, timings: dict[str, float]) -> ImageResult | Exception:
+    queue = started - slot.item.prepared_at
+    if slot.error is not None:
+        return slot.error
+    if slot.cpu_result is not None:
+        cpu_timings = dict(slot.cpu_result.timings)
+        cpu_timings["queue"] = queue + cpu_timings.get("queue", 0.0)
+        return dataclasses.replace(slot.cpu_result, timings=cpu_timings)
+    if slot.encoded is None:
+        return RuntimeError("the batch finished without a result for this image")
+    return ImageResult(
+        data=slot.encoded.data,
+        output_format=slot.item.plan.output_format,
+        size=slot.encoded.size,
+        timings={
+            "queue": queue,
+            "decode": slot.item.prepare_seconds + timings["decode"],
+            "process": timings["process"],
+            "encode": timings["encode"],
+        },
+    )
+
+
+def _warm_up_job(pillow_format: str, options: ProcessingOptions) -> ImageJob:
+    buffer = io.BytesIO()
+    mode = "RGBA" if pillow_format == "PNG" else "RGB"
+    Image.new(mode, (64, 48), (200, 120, 40, 255)[: len(mode)]).save(buffer, pillow_format)
+    return ImageJob(
+        data=buffer.getvalue(),
+        options=options,
+        negotiated_format=None,
+        allow_enlarge=True,
+        max_pixels=64 * 48,
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
