@@ -29,12 +29,9 @@ from darkroom_gpu.geometry import Size
 from darkroom_gpu.manipulators.base import ImageJob, ImageResult
 from darkroom_gpu.manipulators.batcher import BatcherClosedError
 from darkroom_gpu.manipulators.cpu import CpuManipulator
-from darkroom_gpu.manipulators.gpu import (
-    FallbackReason,
-    GpuManipulator,
-    is_device_decodable_jpeg,
-    reduce_for_resize,
-)
+from darkroom_gpu.manipulators.device_input import is_device_decodable_jpeg, reduce_for_resize
+from darkroom_gpu.manipulators.fallback import FallbackReason
+from darkroom_gpu.manipulators.gpu import GpuManipulator
 from darkroom_gpu.manipulators.select import UnsupportedDeviceError, create_manipulator
 from darkroom_gpu.metrics import Metrics
 from darkroom_gpu.options import OutputFormat, parse_options
