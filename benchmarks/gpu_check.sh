@@ -94,9 +94,29 @@ timeout "$bench_timeout" "$python" benchmarks/gpu_bench.py "${bench_args[@]}" 2>
     | tee "$out/bench.log"
 bench_status=${PIPESTATUS[0]}
 
-echo "== done: tests exit $tests_status, benchmark exit $bench_status; results in $out"
+# Opt-in with HTTP_BENCH=1: the HTTP benchmark (python -m benchmarks.run) of darkroom-gpu as a
+# server on CUDA and on the CPU and of both manipulators in-process, about 3 minutes more. It
+# writes http.json, http.md and, where matplotlib is installed, http-*.png. thumbor is left out
+# because it installs from PyPI, which this machine cannot reach.
+http_status=0
+if [[ "${HTTP_BENCH:-0}" == 1 ]]; then
+    http_args=(--targets darkroom,inprocess --out "$out" --name http)
+    if [[ "$dry_run" == 1 ]]; then
+        http_args+=(--workloads W1 --concurrency 1,2 --duration 0.5 --max-requests 4)
+    else
+        http_args+=(--gpu --device "$device" --quick)
+    fi
+    "$python" -c "import matplotlib" 2>/dev/null || http_args+=(--no-charts)
+    echo "== HTTP benchmark: python -m benchmarks.run ${http_args[*]}"
+    timeout "${HTTP_TIMEOUT:-300}" "$python" -m benchmarks.run "${http_args[@]}" 2>&1 \
+        | tee "$out/http.log"
+    http_status=${PIPESTATUS[0]}
+fi
+
+echo "== done: tests exit $tests_status, benchmark exit $bench_status, HTTP benchmark exit" \
+    "$http_status; results in $out"
 # pytest exits 5 when every test was deselected or skipped, as on a machine without CUDA.
 if [[ "$dry_run" == 1 && "$tests_status" == 5 ]]; then
     tests_status=0
 fi
-[[ "$tests_status" == 0 && "$bench_status" == 0 ]]
+[[ "$tests_status" == 0 && "$bench_status" == 0 && "$http_status" == 0 ]]

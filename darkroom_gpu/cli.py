@@ -156,6 +156,9 @@ def _serve(args: argparse.Namespace) -> int:
             print=lambda _: logger.info("serving on %s", address),
             # A client that goes away cancels its handler, so abandoned work leaves the queue.
             handler_cancellation=True,
+            # On SIGTERM or SIGINT the listening socket closes at once, and requests in flight
+            # get this long to finish before they are cancelled.
+            shutdown_timeout=settings.server.shutdown_timeout,
         )
     except OSError as exc:
         logger.error("cannot listen on %s: %s", address, exc.strerror or exc)

@@ -16,6 +16,7 @@ __all__ = (
     "InvalidPathError",
     "NotFoundError",
     "OverloadedError",
+    "ProcessingTimeoutError",
     "ServiceError",
     "SourceFailedError",
     "SourceTimeoutError",
@@ -108,6 +109,17 @@ class OverloadedError(ServiceError):
 
 class SourceTimeoutError(ServiceError):
     """The source or the processing did not finish within its deadline."""
+
+    status = 504
+    code = "timeout"
+
+
+class ProcessingTimeoutError(ServiceError):
+    """The request did not finish within its source's ``limits.max_request_seconds``.
+
+    Not a `SourceTimeoutError`, because a circuit breaker must not count a slow transform
+    against the origin.
+    """
 
     status = 504
     code = "timeout"

@@ -49,6 +49,11 @@ class Metrics:
             "Image requests being handled right now.",
             registry=self.registry,
         )
+        self.overload_rejections = Counter(
+            "darkroom_overload_rejections",
+            "Image requests answered 503 because max_concurrency + max_queue were in flight.",
+            registry=self.registry,
+        )
         self.source_errors = Counter(
             "darkroom_source_errors",
             "Failed source fetches, by source and error kind (the error code).",

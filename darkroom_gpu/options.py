@@ -19,6 +19,9 @@ The URL grammar follows Darkroom. Each parameter, with its request syntax:
 - ``q``: integer quality for lossy formats, 1 to 100.
 - ``dpr``: device pixel ratio from 1 to 4 that multiplies ``w`` and ``h``.
 - ``bg``: hex ``RRGGBB`` or ``RRGGBBAA`` used for padding, rotation and alpha flattening.
+- ``linear``: ``1`` resizes in linear light (gamma-correct averaging), ``0`` (the default) in
+  sRGB values. It only has an effect with ``w`` or ``h``.
+- ``progressive``: ``1`` writes progressive JPEGs, ``0`` (the default) baseline ones.
 
 Other parameters, such as the signature ``s`` or a ``v=3`` cache buster, are ignored. Keywords
 are case-sensitive lowercase and hex colours are case-insensitive. Every invalid value raises
@@ -55,7 +58,7 @@ DEFAULT_MAX_SIDE: Final = 8192
 """Default upper bound, in pixels, on ``w``, ``h`` and on each side after ``dpr``."""
 
 TRANSFORM_PARAMETERS: Final[frozenset[str]] = frozenset(
-    "w h fit crop mono blur rot flip auto format fm q dpr bg".split()
+    "w h fit crop mono blur rot flip auto format fm q dpr bg linear progressive".split()
 )
 """Every query parameter name that `parse_options` reads; all other names are ignored."""
 
@@ -166,6 +169,10 @@ class ProcessingOptions:
     """Device pixel ratio from 1 to 4, which only has an effect when a width or height is set."""
     background: Color | None = None
     """Colour for padding, rotation corners and alpha flattening, or None for the default."""
+    linear: bool = False
+    """Resize in linear light rather than on sRGB values; only has an effect with a resize."""
+    progressive: bool = False
+    """Write a progressive JPEG; other output formats ignore it."""
 
     @property
     def target_width(self) -> int:
@@ -181,8 +188,8 @@ class ProcessingOptions:
     def is_identity(self) -> bool:
         """Whether the options change nothing, so that the source bytes can be served untouched.
 
-        Fields that have no effect on their own (``dpr`` without a width or height, a crop
-        anchor without ``fit=crop``) do not count.
+        Fields that have no effect on their own (``dpr`` or ``linear`` without a width or
+        height, a crop anchor without ``fit=crop``) do not count.
         """
         return not self.canonical()
 
@@ -234,6 +241,10 @@ class ProcessingOptions:
             pairs.append(("dpr", _format_number(self.dpr)))
         if self.background is not None:
             pairs.append(("bg", self.background.to_hex()))
+        if self.linear and (self.width or self.height):
+            pairs.append(("linear", "1"))
+        if self.progressive:
+            pairs.append(("progressive", "1"))
         return "&".join(f"{name}={value}" for name, value in sorted(pairs))
 
 
@@ -267,7 +278,8 @@ def parse_options(
 
     Returns:
         The validated options. A crop anchor without ``fit=crop`` is reset to the centre and
-        a ``dpr`` without ``w`` or ``h`` is reset to 1, because neither has an effect.
+        a ``dpr`` or ``linear`` without ``w`` or ``h`` is reset to its default, because
+        neither has an effect.
 
     Raises:
         InvalidParameterError: A value is empty, malformed or out of range, a parameter is
@@ -336,13 +348,15 @@ def _build_options(values: Mapping[str, _RawValue], max_side: int) -> Processing
         quality=parse("q", lambda raw: _parse_integer(raw, _MIN_QUALITY, _MAX_QUALITY), None),
         dpr=parse("dpr", _parse_dpr, 1.0),
         background=parse("bg", lambda raw: _parse_color(raw, allow_alpha=True), None),
+        linear=parse("linear", _parse_switch, False),
+        progressive=parse("progressive", _parse_switch, False),
     )
 
     # Reset fields that have no effect, so that equivalent requests give equal options.
     if options.fit is not FitMode.CROP:
         options = replace(options, gravity=Gravity.CENTER)
     if not options.width and not options.height:
-        options = replace(options, dpr=1.0)
+        options = replace(options, dpr=1.0, linear=False)
 
     dpr_raw = values.get("dpr")
     if dpr_raw is not None:
@@ -367,6 +381,7 @@ _FLIP_KEYWORDS: Final = {
     "hv": (True, True),
     "vh": (True, True),
 }
+_SWITCH_KEYWORDS: Final = {"0": False, "1": True}
 _VERTICAL_ANCHORS: Final = frozenset({"top", "bottom"})
 _HORIZONTAL_ANCHORS: Final = frozenset({"left", "right"})
 
@@ -439,6 +454,10 @@ def _parse_keyword(raw: _RawValue, choices: Mapping[str, _T]) -> _T:
     if raw.value not in choices:
         raise _invalid(raw, "one of " + ", ".join(choices))
     return choices[raw.value]
+
+
+def _parse_switch(raw: _RawValue) -> bool:
+    return _parse_keyword(raw, _SWITCH_KEYWORDS)
 
 
 def _parse_gravity(raw: _RawValue) -> Gravity:

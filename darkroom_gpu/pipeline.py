@@ -16,7 +16,7 @@ from typing import Final
 import torch
 
 from darkroom_gpu import ops
-from darkroom_gpu.codecs import ImageFormat, ImageInfo
+from darkroom_gpu.codecs import ANIMATED_SOURCE_FORMATS, ImageFormat, ImageInfo, animatable_formats
 from darkroom_gpu.errors import UnprocessableImageError
 from darkroom_gpu.geometry import Box, ResizePlan, Size, oriented_size, plan_resize, rotated_size
 from darkroom_gpu.options import Color, OutputFormat, ProcessingOptions
@@ -26,6 +26,7 @@ __all__ = (
     "TransformPlan",
     "choose_output_format",
     "decode_size",
+    "keeps_animation",
     "plan_transform",
     "run_steps",
 )
@@ -73,6 +74,9 @@ class TransformPlan:
         output_format: the format to encode.
         crop_first: resize only the region under the crop box, because the whole scaled
             image would be far larger than both the source and the result.
+        linear: resample in linear light rather than on sRGB-encoded values.
+        animate: keep every frame: the source is animated and `output_format` can animate.
+        progressive: write a progressive JPEG.
     """
 
     orientation: int
@@ -87,6 +91,9 @@ class TransformPlan:
     flatten: Color | None
     output_format: OutputFormat
     crop_first: bool = False
+    linear: bool = False
+    animate: bool = False
+    progressive: bool = False
 
     @property
     def result_size(self) -> Size:
@@ -164,6 +171,21 @@ def plan_transform(
         flatten=flatten,
         output_format=output_format,
         crop_first=scaled_pixels > CROP_FIRST_RATIO * kept_pixels,
+        linear=options.linear,
+        animate=keeps_animation(source, output_format),
+        progressive=options.progressive and output_format is OutputFormat.JPEG,
+    )
+
+
+def keeps_animation(source: ImageInfo, output_format: OutputFormat) -> bool:
+    """Tell whether every frame of `source` is kept: it is animated and the output can animate.
+
+    Otherwise only the first frame is decoded.
+    """
+    return (
+        source.frames > 1
+        and source.format in ANIMATED_SOURCE_FORMATS
+        and output_format in animatable_formats()
     )
 
 
@@ -204,15 +226,9 @@ def _resize(image: torch.Tensor, plan: TransformPlan) -> torch.Tensor:
         plan.resize.placement,
     )
     if plan.crop_first:
-        image = _resize_crop_region(image, scaled, crop)
+        image = _resize_crop_region(image, scaled, crop, plan)
     elif image.shape[-2:] != (scaled.height, scaled.width):
-        image = ops.resize(
-            image,
-            scaled.height,
-            scaled.width,
-            interpolation=ops.Interpolation.BICUBIC,
-            antialias=True,
-        )
+        image = _resample(image, scaled.height, scaled.width, plan)
     if not plan.crop_first and (crop.width, crop.height) != (scaled.width, scaled.height):
         image = ops.crop(image, crop.top, crop.left, crop.height, crop.width)
     if (canvas.width, canvas.height) != (crop.width, crop.height):
@@ -224,7 +240,22 @@ def _resize(image: torch.Tensor, plan: TransformPlan) -> torch.Tensor:
     return image
 
 
-def _resize_crop_region(image: torch.Tensor, scaled: Size, crop: Box) -> torch.Tensor:
+def _resample(image: torch.Tensor, height: int, width: int, plan: TransformPlan) -> torch.Tensor:
+    """Resize with the antialiased bicubic filter, in linear light when `plan.linear` is set."""
+    if not plan.linear:
+        return ops.resize(
+            image, height, width, interpolation=ops.Interpolation.BICUBIC, antialias=True
+        )
+    linear = ops.srgb_to_linear(image)
+    resized = ops.resize(
+        linear, height, width, interpolation=ops.Interpolation.BICUBIC, antialias=True
+    )
+    return ops.linear_to_srgb(resized, image.dtype)
+
+
+def _resize_crop_region(
+    image: torch.Tensor, scaled: Size, crop: Box, plan: TransformPlan
+) -> torch.Tensor:
     """Resize only the source region under `crop`, then cut the box out of it.
 
     The region is widened by the filter's support and aligned so that its offset and size map
@@ -236,13 +267,7 @@ def _resize_crop_region(image: torch.Tensor, scaled: Size, crop: Box) -> torch.T
     top, bottom, region_height = _crop_region(height, scaled.height, crop.top, crop.height)
 
     region = ops.crop(image, top, left, bottom - top, right - left)
-    region = ops.resize(
-        region,
-        region_height,
-        region_width,
-        interpolation=ops.Interpolation.BICUBIC,
-        antialias=True,
-    )
+    region = _resample(region, region_height, region_width, plan)
     offset_x = min(
         region_width - crop.width, max(0, round(crop.left - left * scaled.width / width))
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from hypothesis import settings
 from moto.server import ThreadedMotoServer
 from PIL import Image
 from pytest_aiohttp import AiohttpClient
@@ -18,6 +19,10 @@ from pytest_aiohttp import AiohttpClient
 from darkroom_gpu.config import Limits, ServerSettings, Settings, SourceSettings
 from darkroom_gpu.server import create_app
 from darkroom_gpu.sources.filesystem import FilesystemOptions
+
+# `--hypothesis-profile fuzz` gives property tests without their own example count many more
+# examples; `python -m benchmarks.fuzz` runs them so.
+settings.register_profile("fuzz", max_examples=5000, deadline=None)
 
 SAMPLES = Path(__file__).parent.parent / "darkroom_gpu" / "samples"
 DATA = Path(__file__).parent / "data"

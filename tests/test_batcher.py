@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
 import pytest
 from pytest_aiohttp import AiohttpClient
 
-from darkroom_gpu.config import BatchSettings
+from darkroom_gpu.config import BatchSettings, ServerSettings
 from darkroom_gpu.errors import OverloadedError
 from darkroom_gpu.geometry import Size
 from darkroom_gpu.manipulators.base import ImageJob, ImageResult, Manipulator
@@ -383,7 +383,13 @@ class GatedManipulator(Manipulator):
 
 async def test_full_queue_answers_503(aiohttp_client: AiohttpClient, image_root: Path) -> None:
     manipulator = GatedManipulator(BatchSettings(max_queue=1))
-    app = create_app(make_settings(source_settings(image_root)), manipulator=manipulator)
+    # More processing slots than requests, so that the micro-batcher's queue, not the server's
+    # admission limit, is what rejects the third request.
+    settings = replace(
+        make_settings(source_settings(image_root)),
+        server=ServerSettings(workers=2, max_concurrency=8),
+    )
+    app = create_app(settings, manipulator=manipulator)
     client = await aiohttp_client(app)
     first = asyncio.create_task(client.get("/jolla.jpg?w=10"))
     await until(lambda: manipulator.batcher.running == 1)

@@ -38,6 +38,7 @@ from darkroom_gpu.options import OutputFormat, parse_options
 from darkroom_gpu.pipeline import TransformPlan
 from darkroom_gpu.server import create_app
 from tests.conftest import DATA, SAMPLES, make_settings, open_image, source_settings
+from tests.images import swapped_profile
 
 # torchvision 0.29 deprecates its image codecs in favour of torchcodec, but the manipulator
 # still uses them, so the warning is expected here.
@@ -472,3 +473,35 @@ async def test_select_auto_without_gpu() -> None:
 def test_select_rejects_unknown_device() -> None:
     with pytest.raises(UnsupportedDeviceError, match="expected auto, cpu, cuda or cuda:N"):
         create_manipulator("cuda:x", workers=1, batching=BatchSettings(), metrics=Metrics())
+
+
+async def test_profiled_jpeg_decodes_on_host() -> None:
+    manipulator = Recording()
+    stored_red = encoded(
+        Image.new("RGB", (32, 32), (255, 0, 0)), "JPEG", icc_profile=swapped_profile()
+    )
+    result = await manipulator.process(make_job(stored_red, "w=16&format=png"))
+    await manipulator.close()
+    pixel = open_image(result.data).convert("RGB").getpixel((8, 8))
+    assert manipulator.decode_calls == []
+    assert pixel[2] > 200  # type: ignore[index]
+    assert pixel[0] < 60  # type: ignore[index]
+
+
+async def test_animation_keeps_frames() -> None:
+    manipulator = Recording()
+    frames = [Image.new("RGB", (40, 20), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    result = await manipulator.process(make_job(buffer.getvalue(), "w=20"))
+    await manipulator.close()
+    assert getattr(open_image(result.data), "n_frames", 1) == 2
+
+
+async def test_progressive_jpeg_encoded_by_pillow() -> None:
+    manipulator = Recording()
+    source = (SAMPLES / "DSCN0010.jpg").read_bytes()
+    result = await manipulator.process(make_job(source, "w=64&progressive=1"))
+    await manipulator.close()
+    assert manipulator.encode_calls == []
+    assert open_image(result.data).info.get("progressive") == 1

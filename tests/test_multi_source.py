@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
@@ -63,7 +64,14 @@ async def three_teams(
     )
     sources = (
         SourceSettings("catalogue", "filesystem", "/catalogue", (), FilesystemOptions(image_root)),
-        SourceSettings("avatars", "http", "/avatars", (), HttpOptions(base_url=origin)),
+        SourceSettings(
+            "avatars",
+            "http",
+            "/avatars",
+            (),
+            # The origin runs on this machine, which a source may reach only when allowed.
+            HttpOptions(base_url=origin, allowed_networks=(ip_network("127.0.0.1/32"),)),
+        ),
         SourceSettings("press", "s3", None, ("press.example.com",), s3),
     )
     return await aiohttp_client(create_app(make_settings(*sources)))

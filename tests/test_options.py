@@ -404,6 +404,9 @@ def test_canonical_tiny_blur_no_exponent() -> None:
         pytest.param("q=80", False, id="q=80"),
         pytest.param("bg=ffffff", False, id="bg alone"),
         pytest.param("fm=png", False, id="fm=png"),
+        pytest.param("linear=1", True, id="linear alone"),
+        pytest.param("progressive=1", False, id="progressive alone"),
+        pytest.param("progressive=0", True, id="progressive=0"),
     ],
 )
 def test_is_identity(query: str, identity: bool) -> None:
@@ -467,7 +470,7 @@ def test_color_to_hex(color: Color, digits: str) -> None:
 
 def test_transform_parameters() -> None:
     expected = {"w", "h", "fit", "crop", "mono", "blur", "rot", "flip"}
-    expected |= {"auto", "format", "fm", "q", "dpr", "bg"}
+    expected |= {"auto", "format", "fm", "q", "dpr", "bg", "linear", "progressive"}
     assert expected == TRANSFORM_PARAMETERS
 
 
@@ -514,6 +517,8 @@ VALID_QUERY = st.fixed_dictionaries(
         "q": st.integers(1, 100).map(str),
         "dpr": st.floats(1, 4).map(decimal_text),
         "bg": st.one_of(hex_color(6), hex_color(8)),
+        "linear": st.sampled_from(["0", "1"]),
+        "progressive": st.sampled_from(["0", "1"]),
     },
 )
 
@@ -525,3 +530,35 @@ def test_canonical_round_trip(query: dict[str, str]) -> None:
     reparsed = parse_options(split_query(options.canonical()))
     assert reparsed == options
     assert reparsed.canonical() == options.canonical()
+
+
+@pytest.mark.parametrize(
+    ("query", "linear", "progressive", "canonical"),
+    [
+        pytest.param("w=10", False, False, "w=10", id="defaults"),
+        pytest.param("w=10&linear=1", True, False, "linear=1&w=10", id="linear"),
+        pytest.param("w=10&linear=0", False, False, "w=10", id="linear off"),
+        pytest.param("linear=1", False, False, "", id="linear without resize"),
+        pytest.param("progressive=1", False, True, "progressive=1", id="progressive"),
+    ],
+)
+def test_switch_parameters(query: str, linear: bool, progressive: bool, canonical: str) -> None:
+    options = parse(query)
+
+    assert options.linear is linear
+    assert options.progressive is progressive
+    assert options.canonical() == canonical
+
+
+@pytest.mark.parametrize("value", ["true", "2", "", "yes", "01"])
+@pytest.mark.parametrize("name", ["linear", "progressive"])
+def test_switch_rejects_other_values(name: str, value: str) -> None:
+    with pytest.raises(InvalidParameterError, match=f"^{name}: expected one of 0, 1, got"):
+        parse(f"w=10&{name}={value}")
+
+
+def test_switch_from_source_defaults() -> None:
+    options = parse_options([("w", "10")], defaults={"linear": "1", "progressive": "1"})
+
+    assert options.linear
+    assert options.progressive

@@ -201,7 +201,7 @@ CASES: Final = [
     ),
     pytest.param("w=160&dpr=2&format=png", HALF, "exact_resize", id="dpr"),
     pytest.param("w=320&q=50", then(HALF, encoded("JPEG", 50)), "lossy", id="q jpeg"),
-    pytest.param("w=320&fm=webp", then(HALF, encoded("WEBP", 80)), "lossy_modes", id="fm=webp"),
+    pytest.param("w=320&fm=webp", then(HALF, encoded("WEBP", 75)), "lossy_modes", id="fm=webp"),
     pytest.param(
         "w=320&format=avif&q=70", then(HALF, encoded("AVIF", 70)), "lossy_modes", id="format=avif"
     ),

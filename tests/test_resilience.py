@@ -6,6 +6,7 @@ import asyncio
 import logging
 import textwrap
 from collections.abc import Mapping
+from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
@@ -563,6 +564,7 @@ def test_http_options_defaults(tmp_path: Path) -> None:
     assert options.timeouts == Timeouts(connect=2.0, read=5.0, total=10.0)
     assert options.max_redirects == 3
     assert options.retries == 2
+    assert options.allowed_networks == ()
 
 
 def test_http_options_all_keys(tmp_path: Path) -> None:
@@ -577,6 +579,7 @@ def test_http_options_all_keys(tmp_path: Path) -> None:
             max_redirects: 0
             retries: 4
             circuit_breaker: {failures: 2, reset_after: 0.5}
+            allowed_networks: [127.0.0.0/8, 10.1.2.3, "fd00::/8"]
         """,
     )
     source = load_settings(path, environ=NO_ENVIRONMENT).sources[0]
@@ -586,6 +589,11 @@ def test_http_options_all_keys(tmp_path: Path) -> None:
         timeouts=Timeouts(connect=0.5, read=1.0, total=3.0),
         max_redirects=0,
         retries=4,
+        allowed_networks=(
+            ip_network("127.0.0.0/8"),
+            ip_network("10.1.2.3/32"),
+            ip_network("fd00::/8"),
+        ),
     )
     assert source.circuit_breaker == CircuitBreakerSettings(failures=2, reset_after=0.5)
 
@@ -602,11 +610,13 @@ def test_http_options_errors_reported_together(tmp_path: Path) -> None:
             timeouts: {connect: 0, total: -1, idle: 3}
             max_redirects: many
             retries: 99
+            allowed_networks: [127.0.0.1/8, localhost]
           - name: other
             prefix: /other
             kind: http
             base_url: http://127.0.0.1/images/?token=1
             timeouts: 5
+            allowed_networks: 127.0.0.0/8
         """,
     )
     errors = config_errors(path)
@@ -617,8 +627,11 @@ def test_http_options_errors_reported_together(tmp_path: Path) -> None:
     assert has_error(errors, "sources[0].timeouts.idle", "unknown key")
     assert has_error(errors, "sources[0].max_redirects", "expected an integer")
     assert has_error(errors, "sources[0].retries", "expected an integer from 0 to 10")
+    assert has_error(errors, "sources[0].allowed_networks", "127.0.0.1/8 has host bits set")
+    assert has_error(errors, "sources[0].allowed_networks", "got 'localhost'")
     assert has_error(errors, "sources[1].base_url", "without query")
     assert has_error(errors, "sources[1].timeouts", "expected a mapping")
+    assert has_error(errors, "sources[1].allowed_networks", "expected a list of networks")
 
 
 def test_http_base_url_required(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from ipaddress import ip_network
 from pathlib import Path
 from urllib.parse import quote
 
@@ -50,6 +51,8 @@ MAX_BYTES = 10 * 1024 * 1024
 USER, PASSWORD = "reader", "pa55-word"
 # Generous bound on how long after its deadline a fetch may end on a loaded test machine.
 SLACK = 1.0
+# The origins run on this machine, which a source may reach only when its configuration says so.
+LOOPBACK = (ip_network("127.0.0.0/8"),)
 
 
 @dataclass
@@ -254,6 +257,7 @@ def http_settings(
         timeouts=timeouts or Timeouts(),
         max_redirects=max_redirects,
         retries=retries,
+        allowed_networks=LOOPBACK,
     )
     return SourceSettings(
         name=name,

@@ -205,8 +205,26 @@ def _validate_server(reader: ConfigReader) -> ServerSettings:
     port = reader.integer("port", defaults.port, 1, 65535)
     workers = reader.integer("workers", defaults.workers, 1, 256)
     watch_config = reader.boolean("watch_config", defaults.watch_config)
+    max_concurrency = _optional_integer(reader, "max_concurrency", 1, 100_000)
+    max_queue = _optional_integer(reader, "max_queue", 0, 1_000_000)
+    shutdown_timeout = reader.number("shutdown_timeout", defaults.shutdown_timeout, 0, 3600)
     reader.reject_unknown()
-    return ServerSettings(host=host, port=port, workers=workers, watch_config=watch_config)
+    return ServerSettings(
+        host=host,
+        port=port,
+        workers=workers,
+        watch_config=watch_config,
+        max_concurrency=max_concurrency,
+        max_queue=max_queue,
+        shutdown_timeout=shutdown_timeout,
+    )
+
+
+def _optional_integer(reader: ConfigReader, name: str, low: int, high: int) -> int | None:
+    # Absent stays None, so that the default follows `workers` (see ServerSettings).
+    if reader.get(name) is None:
+        return None
+    return reader.integer(name, low, low, high)
 
 
 def _validate_limits(reader: ConfigReader, base: Limits) -> Limits:
@@ -215,6 +233,9 @@ def _validate_limits(reader: ConfigReader, base: Limits) -> Limits:
         max_source_pixels=reader.integer("max_source_pixels", base.max_source_pixels, 1, 2**40),
         max_output_side=reader.integer("max_output_side", base.max_output_side, 1, 65535),
         max_output_pixels=reader.integer("max_output_pixels", base.max_output_pixels, 1, 2**40),
+        max_request_seconds=reader.number(
+            "max_request_seconds", base.max_request_seconds, 0.01, 3600
+        ),
     )
     reader.reject_unknown()
     return limits

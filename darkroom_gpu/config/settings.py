@@ -11,6 +11,7 @@ from typing import Final
 __all__ = (
     "DEFAULT_SAMPLES_ROOT",
     "ONE_YEAR_SECONDS",
+    "QUEUE_PER_WORKER",
     "BatchSettings",
     "CacheSettings",
     "SharedStoreSettings",
@@ -25,14 +26,47 @@ DEFAULT_SAMPLES_ROOT: Final = Path(__file__).parent.parent / "samples"
 ONE_YEAR_SECONDS: Final = 31_536_000
 
 
+# Default number of admitted requests per worker thread beyond those being processed. A queued
+# request then waits for at most about 64 images' processing time per slot (an estimate: a few
+# seconds for photos), well inside the default request deadline; past that, a quick 503 with
+# Retry-After serves a client better than a long wait.
+QUEUE_PER_WORKER: Final = 64
+
+
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
-    """Where the HTTP server listens and how many worker threads process images."""
+    """Where the HTTP server listens, how many images it processes at once, and how it stops.
+
+    Attributes:
+        host: the address to listen on.
+        port: the TCP port to listen on.
+        workers: worker threads that decode, transform and encode.
+        watch_config: whether to reload the configuration file when it changes.
+        max_concurrency: image requests processed at once; ``None`` means `workers` with the
+            CPU manipulator, and at least two batches (``2 * batching.max_images``) with a GPU.
+        max_queue: image requests admitted beyond `max_concurrency` (fetching, or waiting for
+            a processing slot); past it a request gets 503 with ``Retry-After``. ``None``
+            means `QUEUE_PER_WORKER` times `workers`.
+        shutdown_timeout: seconds that requests in flight get to finish after ``SIGTERM``.
+    """
 
     host: str = "127.0.0.1"
     port: int = 3000
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     watch_config: bool = False
+    max_concurrency: int | None = None
+    max_queue: int | None = None
+    shutdown_timeout: float = 30.0
+
+    @property
+    def concurrency_limit(self) -> int:
+        """`max_concurrency` with the CPU manipulator's default applied."""
+        return self.max_concurrency if self.max_concurrency is not None else self.workers
+
+    @property
+    def queue_limit(self) -> int:
+        """`max_queue` with its default applied."""
+        return self.max_queue if self.max_queue is not None else QUEUE_PER_WORKER * self.workers
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,16 +75,20 @@ class Limits:
 
     Attributes:
         max_source_bytes: size of a source object in bytes.
-        max_source_pixels: stored width x height of a source image.
+        max_source_pixels: stored width x height of a source image, summed over its frames
+            when it is animated.
         max_output_side: bound on ``w``, ``h``, each side after ``dpr`` and each side of the
             result, in pixels.
         max_output_pixels: bound on the result's width x height.
+        max_request_seconds: deadline of one image request, from its arrival to its response
+            being ready; past it the request answers 504.
     """
 
     max_source_bytes: int = 50 * 1024 * 1024
     max_source_pixels: int = 50_000_000
     max_output_side: int = 8192
     max_output_pixels: int = 40_000_000
+    max_request_seconds: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)

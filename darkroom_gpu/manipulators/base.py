@@ -5,10 +5,18 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
+from darkroom_gpu.codecs import ImageInfo
+from darkroom_gpu.errors import UnprocessableImageError
 from darkroom_gpu.geometry import Size
 from darkroom_gpu.options import OutputFormat, ProcessingOptions
 
-__all__ = ("ImageJob", "ImageResult", "Manipulator")
+__all__ = (
+    "ImageJob",
+    "ImageResult",
+    "Manipulator",
+    "check_animation_output",
+    "check_source_pixels",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +31,8 @@ class ImageJob:
         max_pixels: limit on the source's stored width x height.
         max_output_side: limit on each side of the result, in pixels.
         max_output_pixels: limit on the result's width x height.
+        deadline: `time.monotonic` value after which the work is abandoned, because the
+            request has already received its 504 response. ``None`` means no deadline.
     """
 
     data: bytes
@@ -32,6 +42,7 @@ class ImageJob:
     max_pixels: int
     max_output_side: int = 8192
     max_output_pixels: int = 40_000_000
+    deadline: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,3 +87,43 @@ class Manipulator(ABC):
     async def close(self) -> None:
         """Stop worker threads and release device memory."""
         return None
+
+
+def check_source_pixels(job: ImageJob, info: ImageInfo) -> None:
+    """Reject a source whose header declares more pixels than ``job.max_pixels``.
+
+    Every frame of an animation counts, even when only the first is decoded, so the limit
+    means the same for every output format. Manipulators call this right after probing the
+    header, so a small file that declares a huge size is rejected before any pixel is decoded.
+
+    Raises:
+        UnprocessableImageError: width x height x frames is over ``job.max_pixels``.
+    """
+    width, height = info.size.width, info.size.height
+    pixel_count = width * height * info.frames
+    if pixel_count <= job.max_pixels:
+        return
+    frames = f" x {info.frames} frames" if info.frames > 1 else ""
+    raise UnprocessableImageError(
+        f"image is {width}x{height}{frames} = {pixel_count} pixels, "
+        f"over this source's limit of {job.max_pixels}"
+    )
+
+
+def check_animation_output(job: ImageJob, result: Size, frames: int) -> None:
+    """Reject an animated result whose frames together have more pixels than allowed.
+
+    Planning bounds each frame by ``job.max_output_pixels``. An animation that keeps every
+    frame costs that much per frame, so all its frames share the one bound.
+
+    Raises:
+        UnprocessableImageError: width x height x frames is over ``job.max_output_pixels``.
+    """
+    pixel_count = result.width * result.height * frames
+    if pixel_count <= job.max_output_pixels:
+        return
+    raise UnprocessableImageError(
+        f"the animated result would be {result.width}x{result.height} x {frames} frames = "
+        f"{pixel_count} pixels, over this source's limit of {job.max_output_pixels}; "
+        "request a smaller w or h, or a format that does not animate"
+    )

@@ -10,8 +10,15 @@ from concurrent.futures import ThreadPoolExecutor
 from PIL import Image
 
 from darkroom_gpu import codecs, pipeline
+from darkroom_gpu.errors import ProcessingTimeoutError
 from darkroom_gpu.geometry import Size
-from darkroom_gpu.manipulators.base import ImageJob, ImageResult, Manipulator
+from darkroom_gpu.manipulators.base import (
+    ImageJob,
+    ImageResult,
+    Manipulator,
+    check_animation_output,
+    check_source_pixels,
+)
 from darkroom_gpu.options import ProcessingOptions
 
 __all__ = ("CpuManipulator",)
@@ -56,7 +63,10 @@ class CpuManipulator(Manipulator):
 
 def _process(job: ImageJob, queued_at: float) -> ImageResult:
     started = time.perf_counter()
+    _check_deadline(job)
     info = codecs.probe(job.data)
+    # Checked before planning, so an oversized source gets the source-limit message.
+    check_source_pixels(job, info)
     output_format = pipeline.choose_output_format(job.options, info, job.negotiated_format)
     plan = pipeline.plan_transform(
         job.options,
@@ -66,18 +76,36 @@ def _process(job: ImageJob, queued_at: float) -> ImageResult:
         max_output_side=job.max_output_side,
         max_output_pixels=job.max_output_pixels,
     )
-    decoded = codecs.decode(
-        job.data, max_pixels=job.max_pixels, draft_size=pipeline.decode_size(plan)
-    )
+    # An animation keeps every frame: (B, C, H, W) runs through the same steps as one image.
+    animation: codecs.DecodedAnimation | None = None
+    if plan.animate:
+        check_animation_output(job, plan.result_size, info.frames)
+        animation = codecs.decode_animation(job.data, max_pixels=job.max_pixels)
+        source_pixels = animation.frames
+    else:
+        source_pixels = codecs.decode(
+            job.data, max_pixels=job.max_pixels, draft_size=pipeline.decode_size(plan)
+        ).pixels
     decoded_at = time.perf_counter()
+    _check_deadline(job)
 
-    pixels = pipeline.run_steps(decoded.pixels, plan)
+    pixels = pipeline.run_steps(source_pixels, plan)
     processed_at = time.perf_counter()
+    _check_deadline(job)
 
     quality = job.options.quality or codecs.default_quality(
         output_format, compress=job.options.auto_compress
     )
-    data = codecs.encode(pixels, output_format, quality)
+    if animation is not None:
+        data = codecs.encode_animation(
+            pixels,
+            output_format,
+            quality,
+            durations=animation.durations,
+            plays=animation.plays,
+        )
+    else:
+        data = codecs.encode(pixels, output_format, quality, progressive=plan.progressive)
     encoded_at = time.perf_counter()
 
     return ImageResult(
@@ -91,3 +119,10 @@ def _process(job: ImageJob, queued_at: float) -> ImageResult:
             "encode": encoded_at - processed_at,
         },
     )
+
+
+def _check_deadline(job: ImageJob) -> None:
+    # The request has already received its 504 response, so stopping between stages frees the
+    # worker thread for requests that can still be served. A running stage is not cut short.
+    if job.deadline is not None and time.monotonic() > job.deadline:
+        raise ProcessingTimeoutError("processing did not finish within the request deadline")

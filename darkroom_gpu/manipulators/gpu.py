@@ -44,10 +44,15 @@ from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
 from darkroom_gpu import codecs, pipeline
 from darkroom_gpu.codecs import ImageFormat
+from darkroom_gpu.codecs.color import changes_rgb_colours
 from darkroom_gpu.config import BatchSettings
-from darkroom_gpu.errors import UnprocessableImageError
 from darkroom_gpu.geometry import Size
-from darkroom_gpu.manipulators.base import ImageJob, ImageResult, Manipulator
+from darkroom_gpu.manipulators.base import (
+    ImageJob,
+    ImageResult,
+    Manipulator,
+    check_source_pixels,
+)
 from darkroom_gpu.manipulators.batcher import BatcherClosedError, MicroBatcher
 from darkroom_gpu.manipulators.cpu import CpuManipulator
 from darkroom_gpu.manipulators.device_input import is_device_decodable_jpeg, reduce_for_resize
@@ -80,6 +85,7 @@ class _Prepared:
     decode_on_device: bool
     prepare_seconds: float
     prepared_at: float
+    needs_host: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +186,8 @@ class GpuManipulator(Manipulator):
             raise BatcherClosedError()
         loop = asyncio.get_running_loop()
         prepared = await loop.run_in_executor(self._cpu_pool, self._prepare, job)
+        if prepared.needs_host:
+            return await self._cpu.process(job)
         return await self._batcher.submit(prepared)
 
     async def process_many(self, jobs: Sequence[ImageJob]) -> list[ImageResult | Exception]:
@@ -281,20 +289,27 @@ class GpuManipulator(Manipulator):
     def _prepare(self, job: ImageJob) -> _Prepared:
         started = time.perf_counter()
         info = codecs.probe(job.data)
+        check_source_pixels(job, info)
         output_format = pipeline.choose_output_format(job.options, info, job.negotiated_format)
         plan = pipeline.plan_transform(
-            job.options, info, output_format, allow_enlarge=job.allow_enlarge
+            job.options,
+            info,
+            output_format,
+            allow_enlarge=job.allow_enlarge,
+            max_output_side=job.max_output_side,
+            max_output_pixels=job.max_output_pixels,
         )
         pixel_count = info.size.width * info.size.height
-        if pixel_count > job.max_pixels:
-            raise UnprocessableImageError(
-                f"image is {info.size.width}x{info.size.height} = {pixel_count} pixels, "
-                f"over this source's limit of {job.max_pixels}"
-            )
         quality = job.options.quality or codecs.default_quality(
             output_format, compress=job.options.auto_compress
         )
-        on_device = info.format is ImageFormat.JPEG and is_device_decodable_jpeg(job.data)
+        # nvJPEG ignores embedded colour profiles, so a JPEG whose profile changes its colours
+        # is decoded (and converted to sRGB) by Pillow instead.
+        on_device = (
+            info.format is ImageFormat.JPEG
+            and is_device_decodable_jpeg(job.data)
+            and not changes_rgb_colours(info.icc_profile)
+        )
         prepared_at = time.perf_counter()
         return _Prepared(
             job=job,
@@ -305,6 +320,9 @@ class GpuManipulator(Manipulator):
             decode_on_device=on_device,
             prepare_seconds=prepared_at - started,
             prepared_at=prepared_at,
+            # Animations and progressive JPEG output are done by the CPU manipulator, because
+            # nvJPEG writes baseline JPEG only.
+            needs_host=plan.animate or plan.progressive,
         )
 
     async def _run_batch(self, items: list[_Prepared]) -> list[ImageResult | Exception]:

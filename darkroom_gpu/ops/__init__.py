@@ -19,6 +19,7 @@ from darkroom_gpu.ops.blur import gaussian_blur
 from darkroom_gpu.ops.color import flatten, grayscale, tint
 from darkroom_gpu.ops.geometry import crop, flip, orient, pad, rotate
 from darkroom_gpu.ops.resize import Interpolation, resize
+from darkroom_gpu.ops.transfer import linear_to_srgb, srgb_to_linear
 
 __all__ = (
     "ImageShapeError",
@@ -28,9 +29,11 @@ __all__ = (
     "flip",
     "gaussian_blur",
     "grayscale",
+    "linear_to_srgb",
     "orient",
     "pad",
     "resize",
     "rotate",
+    "srgb_to_linear",
     "tint",
 )

@@ -18,6 +18,8 @@ from darkroom_gpu.config import Settings
 from darkroom_gpu.manipulators import Manipulator, create_manipulator
 from darkroom_gpu.metrics import Metrics
 from darkroom_gpu.server.image import handle_image
+from darkroom_gpu.server.limiter import create_limiter
+from darkroom_gpu.server.meta import META_PREFIX, handle_meta
 from darkroom_gpu.server.middleware import ProtocolErrorFilter, request_middleware
 from darkroom_gpu.server.reload import ConfigReloader, reload_context
 from darkroom_gpu.server.routes import (
@@ -30,6 +32,7 @@ from darkroom_gpu.server.routes import (
 from darkroom_gpu.server.runtime import RuntimeHolder
 from darkroom_gpu.server.state import (
     CACHE,
+    LIMITER,
     MANIPULATOR,
     METRICS,
     READY,
@@ -71,12 +74,16 @@ def create_app(
         batching=settings.batching,
         metrics=app[METRICS],
     )
+    app[LIMITER] = create_limiter(
+        settings, app[MANIPULATOR].device, on_reject=app[METRICS].overload_rejections.inc
+    )
     app[READY] = asyncio.Event()
     app[CACHE] = ResultCache(settings.cache.max_bytes)
     app[TRANSFORMS] = Coalescer[CachedResult]()
     shared = settings.cache.shared
     app[SHARED_STORE] = SharedResultStore(shared) if shared is not None else None
     app.cleanup_ctx.append(_lifecycle)
+    app.on_shutdown.append(_log_shutdown)
     if reloader is not None:
         path, overrides = reloader
         config_reloader = ConfigReloader(app[RUNTIME], path, overrides)
@@ -89,6 +96,7 @@ def create_app(
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
     app.router.add_get("/metrics", handle_metrics)
+    app.router.add_get(META_PREFIX + "/{path:.*}", handle_meta)
     app.router.add_route("*", "/_{path:.*}", handle_reserved)
     app.router.add_get("/{path:.*}", handle_image)
     return app
@@ -111,6 +119,15 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     store = app[SHARED_STORE]
     if store is not None:
         await store.close()
+
+
+async def _log_shutdown(app: web.Application) -> None:
+    # aiohttp calls this once the listening sockets are closed, before it waits for requests
+    # in flight (up to server.shutdown_timeout, see cli.py).
+    logger.info(
+        "shutting down: no new connections; %d image requests in flight",
+        app[LIMITER].admitted,
+    )
 
 
 async def _warm_up(app: web.Application) -> None:

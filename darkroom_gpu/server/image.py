@@ -14,13 +14,18 @@ from darkroom_gpu import codecs
 from darkroom_gpu.cache import CachedResult, result_key
 from darkroom_gpu.codecs import MEDIA_TYPES
 from darkroom_gpu.config import SourceSettings
-from darkroom_gpu.errors import ServiceError, UnsupportedMediaTypeError
+from darkroom_gpu.errors import (
+    ProcessingTimeoutError,
+    ServiceError,
+    UnsupportedMediaTypeError,
+)
 from darkroom_gpu.manipulators import ImageJob
 from darkroom_gpu.options import OutputFormat, ProcessingOptions, parse_options
 from darkroom_gpu.server.middleware import SOURCE_NAME
 from darkroom_gpu.server.router import Route, decode_path
 from darkroom_gpu.server.state import (
     CACHE,
+    LIMITER,
     MANIPULATOR,
     METRICS,
     RUNTIME,
@@ -54,7 +59,8 @@ async def handle_image(request: web.Request) -> web.StreamResponse:
         output_format = "none"
         status = 500
         try:
-            response = await _serve(request, route, started)
+            with request.app[LIMITER].admit():
+                response = await _serve_before_deadline(request, route, started)
             status = response.status
             output_format = response.content_type.removeprefix("image/")
             return response
@@ -72,7 +78,33 @@ async def handle_image(request: web.Request) -> web.StreamResponse:
             )
 
 
-async def _serve(request: web.Request, route: Route, started: float) -> web.StreamResponse:
+async def _serve_before_deadline(
+    request: web.Request, route: Route, started: float
+) -> web.StreamResponse:
+    """Serve the request, or raise `ProcessingTimeoutError` at the source's request deadline.
+
+    Cancelling the request cancels its fetch and transform. A transform shared with other
+    requests goes on for them; see `Coalescer`.
+    """
+    seconds = route.settings.limits.max_request_seconds
+    # The worker threads cannot be cancelled, so they get the deadline as a clock value and
+    # stop between pipeline stages once it has passed.
+    deadline = time.monotonic() + seconds
+    timeout = asyncio.timeout(seconds)
+    try:
+        async with timeout:
+            return await _serve(request, route, started, deadline)
+    except TimeoutError as exc:
+        if not timeout.expired():
+            raise
+        raise ProcessingTimeoutError(
+            f"the request did not finish within this source's deadline of {seconds:g} s"
+        ) from exc
+
+
+async def _serve(
+    request: web.Request, route: Route, started: float, deadline: float
+) -> web.StreamResponse:
     settings = route.settings
     if settings.signing_keys:
         verify(settings.signing_keys, route.request_path, list(request.query.items()))
@@ -100,7 +132,9 @@ async def _serve(request: web.Request, route: Route, started: float) -> web.Stre
             raise UnsupportedMediaTypeError("the source is not an image in a supported format")
         result = CachedResult(body=source_object.data, content_type=MEDIA_TYPES[fmt])
     else:
-        result = await _cached_transform(request, key, route, source_object, options, negotiated)
+        result = await _cached_transform(
+            request, key, route, source_object, options, negotiated, deadline
+        )
 
     timings.update(result.server_timing)
     headers["Server-Timing"] = _server_timing(timings, started)
@@ -129,6 +163,7 @@ async def _cached_transform(
     source_object: SourceObject,
     options: ProcessingOptions,
     negotiated: OutputFormat | None,
+    deadline: float,
 ) -> CachedResult:
     cache = request.app[CACHE]
     metrics = request.app[METRICS]
@@ -153,9 +188,11 @@ async def _cached_transform(
             max_pixels=route.settings.limits.max_source_pixels,
             max_output_side=route.settings.limits.max_output_side,
             max_output_pixels=route.settings.limits.max_output_pixels,
+            deadline=deadline,
         )
         manipulator = request.app[MANIPULATOR]
-        image = await manipulator.process(job)
+        async with request.app[LIMITER].processing():
+            image = await manipulator.process(job)
         for stage, seconds in image.timings.items():
             metrics.stage_duration.labels(stage, manipulator.device).observe(seconds)
 

@@ -11,11 +11,13 @@ from darkroom_gpu.cache import CachedResult, ResultCache
 from darkroom_gpu.coalescing import Coalescer
 from darkroom_gpu.manipulators import Manipulator
 from darkroom_gpu.metrics import Metrics
+from darkroom_gpu.server.limiter import ConcurrencyLimiter
 from darkroom_gpu.server.runtime import RuntimeHolder
 from darkroom_gpu.shared_store import SharedResultStore
 
 __all__ = (
     "CACHE",
+    "LIMITER",
     "MANIPULATOR",
     "METRICS",
     "READY",
@@ -31,3 +33,4 @@ READY: Final = web.AppKey("ready", asyncio.Event)
 CACHE: Final = web.AppKey("cache", ResultCache)
 TRANSFORMS: Final = web.AppKey("transforms", Coalescer[CachedResult])
 SHARED_STORE: Final = web.AppKey[SharedResultStore | None]("shared_store")
+LIMITER: Final = web.AppKey("limiter", ConcurrencyLimiter)

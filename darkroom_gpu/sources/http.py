@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import logging
+import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -24,6 +26,17 @@ from darkroom_gpu.errors import (
     SourceTimeoutError,
     UnprocessableImageError,
 )
+from darkroom_gpu.sources.addresses import (
+    IPAddress,
+    IPNetwork,
+    PinnedResolver,
+    Resolve,
+    blocked_reason,
+    ip_literal,
+    is_allowed,
+    parse_network,
+    system_resolve,
+)
 from darkroom_gpu.sources.base import Source, SourceObject
 from darkroom_gpu.sources.resilience import (
     Timeouts,
@@ -34,6 +47,8 @@ from darkroom_gpu.sources.resilience import (
 )
 
 __all__ = ("HttpOptions", "HttpSource", "parse_base_url")
+
+logger = logging.getLogger(__name__)
 
 USER_AGENT: Final = "darkroom-gpu"
 MAX_REDIRECTS: Final = 20
@@ -54,12 +69,16 @@ class HttpOptions:
         timeouts: connect, read and total deadlines of one fetch.
         max_redirects: redirects followed per fetch; one more is a 502.
         retries: retries of a transient failure after the first try.
+        allowed_networks: networks the origin may be in although they are not public, such as
+            ``127.0.0.0/8`` for an origin on the same host. Public addresses are always
+            allowed (see `darkroom_gpu.sources.addresses`).
     """
 
     base_url: str
     timeouts: Timeouts = field(default_factory=Timeouts)
     max_redirects: int = 3
     retries: int = 2
+    allowed_networks: tuple[IPNetwork, ...] = ()
 
 
 def parse_base_url(text: str) -> URL:
@@ -93,17 +112,27 @@ class HttpSource(Source):
     Redirects are followed here, each one required to stay on the base URL's scheme, host and
     port and below its path.
 
+    Before every request, the first and each redirect, the host is resolved and every address
+    it resolves to is checked: one that is not public and not in ``allowed_networks`` raises
+    `ForbiddenError` without connecting. The connection then goes to the checked addresses
+    only (`PinnedResolver`), so a DNS answer that changes in between has no effect.
+
     Upstream 401 and 403 become `ForbiddenError`, 404 and 410 `NotFoundError`, other 4xx and
     5xx `SourceFailedError`, and any timeout `SourceTimeoutError`. Refused or reset connections,
     connect timeouts and upstream 502, 503 and 504 are retried with backoff, within the total
     deadline.
+
+    Args:
+        settings: the source's validated configuration, with `HttpOptions`.
+        resolver: resolves a host name to addresses; `system_resolve` when ``None``. Tests
+            pass a stub so that names resolve without DNS.
 
     Note:
         When the origin sends neither ``ETag`` nor ``Last-Modified``, the identity includes a
         hash of the body, which costs one extra pass over the bytes of each such fetch.
     """
 
-    def __init__(self, settings: SourceSettings) -> None:
+    def __init__(self, settings: SourceSettings, *, resolver: Resolve | None = None) -> None:
         super().__init__(settings)
         if not isinstance(settings.options, HttpOptions):
             raise TypeError(f"expected HttpOptions, got {type(settings.options).__name__}")
@@ -116,10 +145,13 @@ class HttpSource(Source):
             self._headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()
         self.base_url = base.with_user(None)
         self._session: aiohttp.ClientSession | None = None
+        self._resolver = resolver
+        self._pinned = PinnedResolver()
+        self._warn_if_base_blocked()
 
     @classmethod
     def read_options(cls, reader: ConfigReader) -> HttpOptions | None:
-        """Read ``base_url``, ``timeouts``, ``max_redirects`` and ``retries``."""
+        """Read ``base_url``, ``timeouts``, ``max_redirects``, ``retries``, ``allowed_networks``."""
         text = reader.required_text("base_url", "an http source needs the URL of its origin")
         base_url = None
         if text is not None:
@@ -130,7 +162,8 @@ class HttpSource(Source):
         timeouts = read_timeouts(reader)
         max_redirects = reader.integer("max_redirects", 3, 0, MAX_REDIRECTS)
         retries = read_retries(reader)
-        if base_url is None:
+        allowed_networks = _read_networks(reader, "allowed_networks")
+        if base_url is None or allowed_networks is None:
             return None
         # yarl prints a bare host without the root path's slash; the documented form has one.
         text = str(base_url)
@@ -139,6 +172,7 @@ class HttpSource(Source):
             timeouts=timeouts,
             max_redirects=max_redirects,
             retries=retries,
+            allowed_networks=allowed_networks,
         )
 
     async def fetch(self, path: str, *, max_bytes: int) -> SourceObject:
@@ -146,7 +180,8 @@ class HttpSource(Source):
 
         Raises:
             NotFoundError: the path is not a plain relative path, or upstream 404 or 410.
-            ForbiddenError: upstream 401 or 403.
+            ForbiddenError: upstream 401 or 403, or the origin's host resolves to an address
+                that is not allowed.
             SourceFailedError: other upstream statuses, connection failures, bad redirects.
             SourceTimeoutError: a connect, read or total deadline passed.
             UnprocessableImageError: the body is larger than `max_bytes`.
@@ -170,6 +205,7 @@ class HttpSource(Source):
         if self._session is not None:
             await self._session.close()
             self._session = None
+        await self._pinned.close()
 
     def _object_url(self, path: str) -> URL:
         segments = path.split("/")
@@ -192,6 +228,9 @@ class HttpSource(Source):
                 headers=self._headers,
                 # Cookies set by the origin for one client's request must not reach the next.
                 cookie_jar=aiohttp.DummyCookieJar(),
+                # Every host is resolved and checked just before its request, so the connector
+                # connects to those addresses and never queries DNS itself.
+                connector=aiohttp.TCPConnector(resolver=self._pinned, use_dns_cache=False),
             )
         return self._session
 
@@ -213,6 +252,7 @@ class HttpSource(Source):
     async def _request(self, url: URL, path: str, max_bytes: int) -> SourceObject | str:
         """Send one GET and return the object, or the ``Location`` of a redirect."""
         failed = f"source {self.name!r} failed for {path!r}"
+        await self._check_host(url, path)
         try:
             async with self._get_session().get(url, allow_redirects=False) as response:
                 if response.status in _REDIRECT_STATUSES:
@@ -267,6 +307,12 @@ class HttpSource(Source):
         except (ValueError, TypeError) as exc:
             raise SourceFailedError(f"{failed}: invalid redirect Location") from exc
 
+        # A literal address is checked before the origin rule, so a redirect that aims at a
+        # forbidden address gets 403 like any other attempt to reach one.
+        literal = ip_literal(target.raw_host or "")
+        if literal is not None:
+            self._check_addresses(target.raw_host or "", [literal], path)
+
         base = self.base_url
         same_origin = (target.scheme, target.host, port) == (base.scheme, base.host, base.port)
         if not same_origin or target.user is not None or target.password is not None:
@@ -275,6 +321,64 @@ class HttpSource(Source):
         if not below_base or _has_unsafe_segment(target.raw_path[len(base.raw_path) :]):
             raise SourceFailedError(f"{failed}: redirect outside the base URL's path")
         return target
+
+    async def _check_host(self, url: URL, path: str) -> None:
+        """Resolve the host of `url`, check every address and pin them for the connector.
+
+        Raises:
+            ForbiddenError: an address is neither public nor in ``allowed_networks``.
+            SourceFailedError: the host does not resolve (wrapped in `TransientError` when the
+                resolver reports a temporary failure).
+        """
+        host = url.raw_host or ""
+        port = url.port or 0
+        literal = ip_literal(host)
+        if literal is not None:
+            # aiohttp connects to an IP literal without asking the resolver.
+            self._check_addresses(host, [literal], path)
+            return
+
+        resolve = self._resolver or system_resolve
+        failed = f"source {self.name!r} failed for {path!r}: the origin's host does not resolve"
+        try:
+            addresses = await resolve(host, port)
+        except OSError as exc:
+            if isinstance(exc, socket.gaierror) and exc.errno == socket.EAI_AGAIN:
+                raise TransientError(SourceFailedError(failed), f"resolving failed: {exc}") from exc
+            raise SourceFailedError(failed) from exc
+        if not addresses:
+            raise SourceFailedError(failed)
+        self._check_addresses(host, addresses, path)
+        self._pinned.pin(host, port, addresses)
+
+    def _check_addresses(self, host: str, addresses: list[IPAddress], path: str) -> None:
+        allowed = self.options.allowed_networks
+        for address in addresses:
+            if is_allowed(address, allowed):
+                continue
+            # The address goes to the log only: a client learns nothing about the network.
+            where = str(address) if ip_literal(host) == address else f"{host} at {address}"
+            logger.warning(
+                "source %s: rejected connecting to %s, a %s address; add its network to "
+                "allowed_networks if the origin really is there",
+                self.name,
+                where,
+                blocked_reason(address),
+            )
+            raise ForbiddenError(
+                f"source {self.name!r} may not connect to the origin's address for {path!r}"
+            )
+
+    def _warn_if_base_blocked(self) -> None:
+        literal = ip_literal(self.base_url.raw_host or "")
+        if literal is not None and not is_allowed(literal, self.options.allowed_networks):
+            logger.warning(
+                "source %s: base_url host %s is a %s address that allowed_networks does not "
+                "name, so every fetch will answer 403",
+                self.name,
+                literal,
+                blocked_reason(literal),
+            )
 
     def _source_object(self, response: aiohttp.ClientResponse, data: bytes) -> SourceObject:
         headers = response.headers
@@ -314,6 +418,25 @@ async def _read_body(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
                 f"source is over this source's limit of {max_bytes} bytes"
             )
     return bytes(body)
+
+
+def _read_networks(reader: ConfigReader, name: str) -> tuple[IPNetwork, ...] | None:
+    """Read a list of networks; return ``None`` after recording an error."""
+    value = reader.get(name)
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        reader.invalid(name, f"expected a list of networks such as [10.0.0.0/8], got {value!r}")
+        return None
+    networks = []
+    valid = True
+    for item in value:
+        try:
+            networks.append(parse_network(item))
+        except ValueError as exc:
+            reader.invalid(name, str(exc))
+            valid = False
+    return tuple(networks) if valid else None
 
 
 def _has_unsafe_segment(raw_path: str) -> bool:

@@ -1,0 +1,1 @@
+"""Benchmarks of darkroom-gpu: in-process manipulators, HTTP servers and peer servers."""
