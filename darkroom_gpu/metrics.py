@@ -62,7 +62,8 @@ class Metrics:
         )
         self.cache_requests = Counter(
             "darkroom_cache_requests",
-            "Result cache look-ups, by result (hit, miss, shared for a coalesced transform).",
+            "Result cache look-ups, by result: hit (memory), shared_store (the S3 store), "
+            "shared (joined an identical transform in flight), miss (processed).",
             ["result"],
             registry=self.registry,
         )

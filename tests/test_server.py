@@ -606,3 +606,10 @@ async def test_invalid_http_logs_one_warning(
     assert records
     assert all(record.exc_info is None for record in records)
     assert all(record.levelname == "WARNING" for record in records)
+
+
+async def test_not_modified_counts_no_format(client: Client) -> None:
+    first = await client.get("/DSCN0010.jpg?w=30")
+    await client.get("/DSCN0010.jpg?w=30", headers={"If-None-Match": first.headers["ETag"]})
+    text = await (await client.get("/metrics")).text()
+    assert 'darkroom_requests_total{format="none",source="test",status_class="3xx"} 1.0' in text

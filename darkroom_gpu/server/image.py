@@ -62,7 +62,8 @@ async def handle_image(request: web.Request) -> web.StreamResponse:
             with request.app[LIMITER].admit():
                 response = await _serve_before_deadline(request, route, started)
             status = response.status
-            output_format = response.content_type.removeprefix("image/")
+            if response.content_type.startswith("image/"):
+                output_format = response.content_type.removeprefix("image/")
             return response
         except ServiceError as exc:
             status = exc.status
@@ -180,6 +181,7 @@ async def _cached_transform(
             cache.put(key, stored)
             return stored
 
+        metrics.cache_requests.labels("miss").inc()
         job = ImageJob(
             data=source_object.data,
             options=options,
@@ -207,7 +209,8 @@ async def _cached_transform(
         return made
 
     result, shared = await request.app[TRANSFORMS].run(key, transform)
-    metrics.cache_requests.labels("shared" if shared else "miss").inc()
+    if shared:
+        metrics.cache_requests.labels("shared").inc()
     return result
 
 
