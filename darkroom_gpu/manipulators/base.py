@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 from darkroom_gpu.codecs import ImageInfo
-from darkroom_gpu.errors import UnprocessableImageError
+from darkroom_gpu.errors import ProcessingTimeoutError, UnprocessableImageError
 from darkroom_gpu.geometry import Size
 from darkroom_gpu.options import OutputFormat, ProcessingOptions
 
@@ -15,6 +16,7 @@ __all__ = (
     "ImageResult",
     "Manipulator",
     "check_animation_output",
+    "check_deadline",
     "check_source_pixels",
 )
 
@@ -127,3 +129,16 @@ def check_animation_output(job: ImageJob, result: Size, frames: int) -> None:
         f"{pixel_count} pixels, over this source's limit of {job.max_output_pixels}; "
         "request a smaller w or h, or a format that does not animate"
     )
+
+
+def check_deadline(job: ImageJob) -> None:
+    """Stop work whose request has already been answered with 504.
+
+    Manipulators call this between stages, which frees the worker for requests that can still
+    be served; a running stage is not cut short.
+
+    Raises:
+        ProcessingTimeoutError: the job's deadline has passed.
+    """
+    if job.deadline is not None and time.monotonic() > job.deadline:
+        raise ProcessingTimeoutError("processing did not finish within the request deadline")

@@ -10,13 +10,13 @@ from concurrent.futures import ThreadPoolExecutor
 from PIL import Image
 
 from darkroom_gpu import codecs, pipeline
-from darkroom_gpu.errors import ProcessingTimeoutError
 from darkroom_gpu.geometry import Size
 from darkroom_gpu.manipulators.base import (
     ImageJob,
     ImageResult,
     Manipulator,
     check_animation_output,
+    check_deadline,
     check_source_pixels,
 )
 from darkroom_gpu.options import ProcessingOptions
@@ -63,7 +63,7 @@ class CpuManipulator(Manipulator):
 
 def _process(job: ImageJob, queued_at: float) -> ImageResult:
     started = time.perf_counter()
-    _check_deadline(job)
+    check_deadline(job)
     info = codecs.probe(job.data)
     # Checked before planning, so an oversized source gets the source-limit message.
     check_source_pixels(job, info)
@@ -87,11 +87,11 @@ def _process(job: ImageJob, queued_at: float) -> ImageResult:
             job.data, max_pixels=job.max_pixels, draft_size=pipeline.decode_size(plan)
         ).pixels
     decoded_at = time.perf_counter()
-    _check_deadline(job)
+    check_deadline(job)
 
     pixels = pipeline.run_steps(source_pixels, plan)
     processed_at = time.perf_counter()
-    _check_deadline(job)
+    check_deadline(job)
 
     quality = job.options.quality or codecs.default_quality(
         output_format, compress=job.options.auto_compress
@@ -120,9 +120,3 @@ def _process(job: ImageJob, queued_at: float) -> ImageResult:
         },
     )
 
-
-def _check_deadline(job: ImageJob) -> None:
-    # The request has already received its 504 response, so stopping between stages frees the
-    # worker thread for requests that can still be served. A running stage is not cut short.
-    if job.deadline is not None and time.monotonic() > job.deadline:
-        raise ProcessingTimeoutError("processing did not finish within the request deadline")

@@ -51,6 +51,7 @@ from darkroom_gpu.manipulators.base import (
     ImageJob,
     ImageResult,
     Manipulator,
+    check_deadline,
     check_source_pixels,
 )
 from darkroom_gpu.manipulators.batcher import BatcherClosedError, MicroBatcher
@@ -288,6 +289,7 @@ class GpuManipulator(Manipulator):
 
     def _prepare(self, job: ImageJob) -> _Prepared:
         started = time.perf_counter()
+        check_deadline(job)
         info = codecs.probe(job.data)
         check_source_pixels(job, info)
         output_format = pipeline.choose_output_format(job.options, info, job.negotiated_format)

@@ -2,9 +2,9 @@
 
 An image request is admitted before its source is fetched. At most ``max_concurrency``
 admitted requests process an image at a time, and up to ``max_queue`` more may be admitted to
-fetch their source or wait for a processing slot. A request beyond both is
-answered 503 with ``Retry-After`` at once, without fetching or processing anything, so the
-memory and latency of an overloaded server stop growing.
+fetch their source or wait for a processing slot. A request beyond both gets 503 with
+``Retry-After`` at once, without fetching or processing anything, so the memory and latency of
+an overloaded server stop growing.
 
 The server's own routes (``/healthz``, ``/readyz``, ``/ping``, ``/metrics``) never pass through
 the limiter, so probes stay fast under any load.
@@ -25,8 +25,9 @@ __all__ = ("RETRY_AFTER_SECONDS", "ConcurrencyLimiter", "create_limiter")
 
 logger = logging.getLogger(__name__)
 
-# Seconds a rejected client is asked to wait. A slot frees up within one image's processing
-# time, so the shortest value HTTP can express is the right one.
+# Seconds a rejected client is asked to wait. An admission frees up whenever an admitted
+# request finishes, which under load happens many times a second, so the shortest delay HTTP
+# can express is used.
 RETRY_AFTER_SECONDS: Final = 1
 # Overload warnings are logged at most once per this many seconds; every rejection is still
 # counted in darkroom_overload_rejections_total and logged as a 503 access line.
