@@ -16,7 +16,7 @@ class Coalescer(Generic[_T]):
 
     The shared call runs as its own task, so a caller that is cancelled (a client that went
     away) cancels neither the work nor the other callers' wait for it. When the last caller
-    waiting for a call is cancelled, the call is cancelled too, so work nobody waits for does
+    waiting for a call is cancelled, the call is cancelled too, so work without waiters does
     not hold a worker.
     """
 

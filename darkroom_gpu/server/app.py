@@ -135,7 +135,7 @@ async def _warm_up(app: web.Application) -> None:
     try:
         await manipulator.warm_up()
     except Exception:
-        # /readyz keeps answering 503, so an orchestrator never routes traffic here.
+        # /readyz keeps returning 503, so an orchestrator never routes traffic here.
         logger.exception("warm-up of the %s manipulator failed; not ready", manipulator.device)
         return
     app[READY].set()

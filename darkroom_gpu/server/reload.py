@@ -1,6 +1,6 @@
 """Reload the configuration without downtime: on SIGHUP, and on file changes when watching.
 
-New and changed sources go live at once, and removed ones answer 404. An invalid file is
+New and changed sources go live at once, and removed ones return 404. An invalid file is
 rejected with its errors logged, and the running configuration stays. Settings that only take
 effect at start (listening address, device, workers, batching, cache) are kept as they were,
 with a warning naming each one that changed.

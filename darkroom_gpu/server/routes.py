@@ -13,7 +13,7 @@ __all__ = ("handle_healthz", "handle_metrics", "handle_ping", "handle_readyz", "
 
 
 async def handle_ping(request: web.Request) -> web.Response:
-    """Answer ``pong``, as Darkroom does, for load balancers that expect it."""
+    """Return ``pong``, as Darkroom does, for load balancers that expect it."""
     return web.Response(text="pong", headers={"Cache-Control": "no-store"})
 
 
@@ -48,5 +48,5 @@ async def handle_metrics(request: web.Request) -> web.Response:
 
 
 async def handle_reserved(request: web.Request) -> web.Response:
-    """Answer 404 for the reserved ``/_`` paths that no route of the server uses."""
+    """Raise 404 for the reserved ``/_`` paths that no route of the server uses."""
     raise NotFoundError("paths starting with /_ are reserved for the server's own routes")
