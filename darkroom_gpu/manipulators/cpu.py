@@ -119,4 +119,3 @@ def _process(job: ImageJob, queued_at: float) -> ImageResult:
             "encode": encoded_at - processed_at,
         },
     )
-
