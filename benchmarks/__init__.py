@@ -1,1 +1,1 @@
-"""Benchmarks of darkroom-gpu: in-process manipulators, HTTP servers and peer servers."""
+"""Benchmarks and load tools for darkroom-gpu, run from the repository root as modules."""

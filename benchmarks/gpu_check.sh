@@ -95,9 +95,10 @@ timeout "$bench_timeout" "$python" benchmarks/gpu_bench.py "${bench_args[@]}" 2>
 bench_status=${PIPESTATUS[0]}
 
 # Opt-in with HTTP_BENCH=1: the HTTP benchmark (python -m benchmarks.run) of darkroom-gpu as a
-# server on CUDA and on the CPU and of both manipulators in-process, about 3 minutes more. It
-# writes http.json, http.md and, where matplotlib is installed, http-*.png. thumbor is left out
-# because it installs from PyPI, which this machine cannot reach.
+# server on CUDA and on the CPU and of both manipulators in-process. It writes http.json,
+# http.md and, where matplotlib is installed, http-*.png. thumbor is left out because it
+# installs from PyPI, which this machine cannot reach.
+# NOTE: about 3 minutes more is an estimate from the CPU dry run; it has not run on a GPU yet.
 http_status=0
 if [[ "${HTTP_BENCH:-0}" == 1 ]]; then
     http_args=(--targets darkroom,inprocess --out "$out" --name http)

@@ -23,6 +23,7 @@ from darkroom_gpu.errors import ServiceError
 from darkroom_gpu.manipulators.base import ImageJob, Manipulator
 
 __all__ = (
+    "DISTURBANCE_CORES",
     "REQUEST_TIMEOUT_SECONDS",
     "Cell",
     "LoadResult",
@@ -35,6 +36,8 @@ __all__ = (
 )
 
 REQUEST_TIMEOUT_SECONDS: Final = 60.0
+# Average CPU cores that other processes may use during a cell before it counts as disturbed.
+DISTURBANCE_CORES: Final = 0.1
 _BYTES_PER_MIB: Final = 1024 * 1024
 
 # Sends one request and returns None on success, else a short description of the failure.
@@ -49,7 +52,7 @@ class LoadResult:
 
     Attributes:
         latencies: seconds per finished request, failed ones included.
-        succeeded: requests answered with an image.
+        succeeded: successful requests: HTTP 200, or a result from the manipulator.
         errors: failed requests.
         seconds: from the first request's start to the last one's end.
         first_error: description of the first failure, if any.
@@ -103,6 +106,16 @@ class Cell:
     other_cpu_seconds: float
     peak_rss_mib: float
     first_error: str | None
+
+    @property
+    def other_cores(self) -> float:
+        """CPU cores that other processes on the machine used, on average, during the cell."""
+        return self.other_cpu_seconds / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def disturbed(self) -> bool:
+        """Whether other processes used more than `DISTURBANCE_CORES` during the cell."""
+        return self.other_cores > DISTURBANCE_CORES
 
 
 async def closed_loop(

@@ -3,14 +3,15 @@
 For each target in turn (only one runs at a time, so none competes for the cores), the five
 standard workloads run at each concurrency level as closed-loop cells bounded by a request
 count and a duration. The targets are darkroom-gpu on the CPU as a server, thumbor from its own
-virtual environment, and darkroom-gpu's CPU manipulator called directly (the HTTP overhead
-baseline); ``--gpu`` adds darkroom-gpu and the GPU manipulator on CUDA where a device exists.
-Each target's first response per workload is also scored against a Pillow reference (SSIM and
-PSNR). Results go to ``<out>/<name>.json``, ``<name>.md`` and two PNG charts.
+virtual environment, and darkroom-gpu's CPU manipulator called directly, which is the baseline
+for the HTTP overhead. With ``--gpu``, darkroom-gpu and the GPU manipulator also run on CUDA
+where a device exists. Each target's first response per workload is scored against a Pillow
+reference (SSIM and PSNR). Results go to ``<out>/<name>.json``, ``<name>.md`` and two PNG
+charts.
 
 Usage::
 
-    python -m benchmarks.run                        # full CPU run, about 8 minutes on 2 cores
+    python -m benchmarks.run                        # full CPU run, 6 to 9 minutes on 2 cores
     python -m benchmarks.run --quick                # fewer levels and shorter cells
     python -m benchmarks.run --gpu --name gpu       # on a CUDA machine
 """
@@ -35,6 +36,7 @@ import torch
 
 from benchmarks.gpu_bench import make_job
 from benchmarks.load import (
+    DISTURBANCE_CORES,
     REQUEST_TIMEOUT_SECONDS,
     Cell,
     ClientCalls,
@@ -95,12 +97,10 @@ FULL_MAX_REQUESTS: Final = 2000
 QUICK_MAX_REQUESTS: Final = 100
 # Untimed requests per target and workload before its cells; the first is also scored.
 WARMUP_REQUESTS: Final = 2
-# Average CPU cores that other processes may use during a cell before it counts as disturbed.
-DISTURBANCE_CORES: Final = 0.1
 # Bounds on the time a run spends waiting for a quiet machine and on the cells it measures again.
-DEFAULT_QUIET_WAIT: Final = 120.0
+DEFAULT_QUIET_WAIT: Final = 60.0
 MAX_QUIET_WAIT_PER_CELL: Final = 10.0
-MAX_RETRIES: Final = 10
+MAX_RETRIES: Final = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,9 +227,9 @@ class Run:
                 max_requests=self.settings.max_requests,
                 seconds=self.settings.seconds,
             )
-            if best is None or _other_cores(cell) < _other_cores(best):
+            if best is None or cell.other_cores < best.other_cores:
                 best = cell
-            if _other_cores(best) <= DISTURBANCE_CORES or self.retries_left <= 0:
+            if not best.disturbed or self.retries_left <= 0:
                 break
             self.retries_left -= 1
         self.report.cells.append(best)
@@ -322,7 +322,7 @@ class HttpTarget:
         name: label in the report.
         start: starts the server for a run.
         url_for: builds a workload's URL from the base URL and the name of a photo copy.
-        ready_path: path that answers 200 once the server is ready.
+        ready_path: path that returns 200 once the server is ready.
         clockwise: the direction in which the server turns a 90-degree rotation request.
         merges_identical_requests: whether the server shares one transform among identical
             requests in flight, which the run checks it did not do.
@@ -456,7 +456,7 @@ async def _run_server(run: Run, target: HttpTarget) -> None:
 
 
 async def _check_no_merged_requests(run: Run, server: ServerProcess) -> None:
-    # Requests answered from the result cache or from another request's transform did no work
+    # Requests served from the result cache or from another request's transform did no work
     # of their own, so any of them would inflate the throughput.
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
@@ -512,19 +512,15 @@ async def _run_in_process(run: Run, name: str, factory: Callable[[], Manipulator
 
 
 def _note_disturbance(report: Report) -> None:
-    disturbed = [cell for cell in report.cells if _other_cores(cell) > DISTURBANCE_CORES]
+    disturbed = [cell for cell in report.cells if cell.disturbed]
     if disturbed:
-        worst = max(disturbed, key=_other_cores)
+        worst = max(disturbed, key=lambda cell: cell.other_cores)
         report.notes.append(
             f"{len(disturbed)} of {len(report.cells)} cells ran while other processes used more "
             f"than {DISTURBANCE_CORES} CPU cores (column 'other cores'; worst: {worst.target} "
-            f"{worst.workload} c={worst.concurrency} with {_other_cores(worst):.2f}): their "
-            "figures are low"
+            f"{worst.workload} c={worst.concurrency} with {worst.other_cores:.2f}): their "
+            "throughput and latency are worse than on a quiet machine"
         )
-
-
-def _other_cores(cell: Cell) -> float:
-    return cell.other_cpu_seconds / cell.seconds if cell.seconds > 0 else 0.0
 
 
 def _label(workload: Workload) -> str:

@@ -71,7 +71,7 @@ class ServerProcess:
         return ProcessTree(self.process.pid)
 
     async def wait_ready(self, path: str) -> None:
-        """Poll ``base_url + path`` until it answers 200.
+        """Poll ``base_url + path`` until it returns 200.
 
         Raises:
             ServerStartError: If the process exits or `READY_TIMEOUT_SECONDS` pass first.
@@ -217,7 +217,7 @@ def ensure_thumbor(venv: Path, python: str) -> tuple[Path, str]:
 
     Args:
         venv: folder of thumbor's virtual environment.
-        python: the interpreter that creates it (Python 3.9 to 3.12 for thumbor 7.8).
+        python: the interpreter that creates it; thumbor 7.8 installed on Python 3.11 here.
 
     Returns:
         The ``thumbor`` executable and its version.

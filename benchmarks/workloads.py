@@ -28,9 +28,9 @@ __all__ = (
 # JPEG and WebP quality of every result, on both servers.
 QUALITY: Final = 80
 
-# Path segments between thumbor's ``/unsafe/`` and the image name, one per workload. thumbor's
-# PIL engine turns ``rotate(90)`` counter-clockwise (its rotate filter documentation, 7.x),
-# while darkroom-gpu's ``rot=90`` turns clockwise; both cost one transpose.
+# Path segments between thumbor's ``/unsafe/`` and the image name, one per workload. thumbor
+# 7.8's PIL engine turns ``rotate(90)`` counter-clockwise (a transpose with Pillow's ROTATE_90),
+# while darkroom-gpu's ``rot=90`` turns clockwise. Both cost one transpose.
 THUMBOR_OPTIONS: Final[Mapping[str, str]] = MappingProxyType(
     {
         "W1": "300x0",
