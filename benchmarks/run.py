@@ -275,7 +275,8 @@ async def benchmark(settings: RunSettings) -> tuple[Report, list[Path]]:
     Returns:
         The report and the paths of the files written.
     """
-    report = Report(header=_header(settings))
+    machine = describe_machine()
+    report = Report(header=_header(settings, machine))
     http_targets = _http_targets(settings, report)
     in_process = _in_process_targets(settings)
     total = (len(http_targets) + len(in_process)) * len(settings.workloads)
@@ -303,8 +304,6 @@ async def benchmark(settings: RunSettings) -> tuple[Report, list[Path]]:
         # Imported here so that a machine without matplotlib can still run with --no-charts.
         from benchmarks.charts import write_charts
 
-        machine = report.header["machine"]
-        assert isinstance(machine, dict)
         title = f"{machine['cpu_model']}, {machine['cpu_count']} CPUs"
         if machine.get("cuda"):
             title += f", {machine['cuda']}"
@@ -527,12 +526,12 @@ def _label(workload: Workload) -> str:
     return f"{workload.key} {workload.name}"
 
 
-def _header(settings: RunSettings) -> dict[str, object]:
+def _header(settings: RunSettings, machine: dict[str, object]) -> dict[str, object]:
     return {
         "name": settings.name,
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": settings.command,
-        "machine": describe_machine(),
+        "machine": machine,
         "settings": {
             "concurrency": list(settings.concurrency),
             "seconds_per_cell": settings.seconds,
