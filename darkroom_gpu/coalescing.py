@@ -68,7 +68,7 @@ class Coalescer(Generic[_T]):
         if self._running.get(key) is task:
             del self._running[key]
             del self._waiters[key]
-        # Every caller may have gone away; retrieving the exception here keeps asyncio from
-        # logging it as never retrieved, since the callers that did wait already raised it.
+        # Every caller may have gone away. Retrieving the exception here keeps asyncio from
+        # logging it as never retrieved, because the callers that did wait already raised it.
         if not task.cancelled():
             task.exception()

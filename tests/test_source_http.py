@@ -51,7 +51,7 @@ MAX_BYTES = 10 * 1024 * 1024
 USER, PASSWORD = "reader", "pa55-word"
 # Generous bound on how long after its deadline a fetch may end on a loaded test machine.
 SLACK = 1.0
-# The origins run on this machine, which a source may reach only when its configuration says so.
+# The origins run on this machine, which a source may reach only when its configuration allows it.
 LOOPBACK = (ip_network("127.0.0.0/8"),)
 
 

@@ -46,7 +46,7 @@ SOURCE_NAME_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 MIN_SIGNING_KEY_LENGTH: Final = 16
 HOST_NAME_PATTERN: Final = re.compile(r"[a-z0-9.-]+|\[[0-9a-f:.]+\]")
 
-# Paths the server answers itself; a source prefix may not shadow them.
+# Paths the server serves itself, which a source prefix may not shadow.
 RESERVED_PREFIXES: Final = ("/ping", "/healthz", "/readyz", "/metrics", "/_")
 
 
@@ -371,7 +371,7 @@ def _validate_kind_options(reader: ConfigReader, kind: str) -> object | None:
         source_class = resolve_source_kind(kind)
     except UnknownSourceKindError as exc:
         reader.invalid("kind", str(exc))
-        # Without the kind, its keys cannot be told from typos; report only the kind.
+        # Without the kind, its keys cannot be told apart from typos, so only the kind is reported.
         reader.accept_all()
         return None
 

@@ -21,7 +21,7 @@ class ConfigReader:
 
     Each getter returns the default after recording an error, so validation goes on and every
     problem in a file is reported in one pass. Source kinds use a reader to validate their own
-    keys, and `reject_unknown` then reports any key that nobody read.
+    keys, and `reject_unknown` then reports every key that no getter read.
 
     Args:
         raw: the mapping parsed from YAML (anything else is recorded as an error).
@@ -95,7 +95,7 @@ class ConfigReader:
         return value
 
     def required_text(self, name: str, what: str) -> str | None:
-        """Read a string that must be present; `what` says what it is for in the error."""
+        """Read a string that must be present; `what` describes its purpose in the error message."""
         value = self.get(name)
         if value is None:
             self.invalid(name, f"missing; {what}")

@@ -81,7 +81,7 @@ class Limits:
             result, in pixels.
         max_output_pixels: bound on the result's width x height.
         max_request_seconds: deadline of one image request, from its arrival to its response
-            being ready; past it the request answers 504.
+            being ready; past it the request gets a 504 response.
     """
 
     max_source_bytes: int = 50 * 1024 * 1024

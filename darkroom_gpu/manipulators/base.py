@@ -6,10 +6,12 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
+from darkroom_gpu import codecs, pipeline
 from darkroom_gpu.codecs import ImageInfo
 from darkroom_gpu.errors import ProcessingTimeoutError, UnprocessableImageError
 from darkroom_gpu.geometry import Size
 from darkroom_gpu.options import OutputFormat, ProcessingOptions
+from darkroom_gpu.pipeline import TransformPlan
 
 __all__ = (
     "ImageJob",
@@ -18,6 +20,7 @@ __all__ = (
     "check_animation_output",
     "check_deadline",
     "check_source_pixels",
+    "plan_job",
 )
 
 
@@ -132,7 +135,7 @@ def check_animation_output(job: ImageJob, result: Size, frames: int) -> None:
 
 
 def check_deadline(job: ImageJob) -> None:
-    """Stop work whose request has already been answered with 504.
+    """Stop work whose request has already received its 504 response.
 
     Manipulators call this between stages, which frees the worker for requests that can still
     be served; a running stage is not cut short.
@@ -142,3 +145,27 @@ def check_deadline(job: ImageJob) -> None:
     """
     if job.deadline is not None and time.monotonic() > job.deadline:
         raise ProcessingTimeoutError("processing did not finish within the request deadline")
+
+
+def plan_job(job: ImageJob) -> tuple[ImageInfo, TransformPlan]:
+    """Probe the header, check the source limits and plan the transform, decoding no pixel.
+
+    Raises:
+        ProcessingTimeoutError: the job's deadline has passed.
+        UnsupportedMediaTypeError: the bytes are no image format the server reads.
+        UnprocessableImageError: the header is corrupt, or the source or result is over a limit.
+    """
+    check_deadline(job)
+    info = codecs.probe(job.data)
+    # Checked before planning, so an oversized source gets the source-limit message.
+    check_source_pixels(job, info)
+    output_format = pipeline.choose_output_format(job.options, info, job.negotiated_format)
+    plan = pipeline.plan_transform(
+        job.options,
+        info,
+        output_format,
+        allow_enlarge=job.allow_enlarge,
+        max_output_side=job.max_output_side,
+        max_output_pixels=job.max_output_pixels,
+    )
+    return info, plan

@@ -17,7 +17,7 @@ from darkroom_gpu.manipulators.base import (
     Manipulator,
     check_animation_output,
     check_deadline,
-    check_source_pixels,
+    plan_job,
 )
 from darkroom_gpu.options import ProcessingOptions
 
@@ -63,19 +63,8 @@ class CpuManipulator(Manipulator):
 
 def _process(job: ImageJob, queued_at: float) -> ImageResult:
     started = time.perf_counter()
-    check_deadline(job)
-    info = codecs.probe(job.data)
-    # Checked before planning, so an oversized source gets the source-limit message.
-    check_source_pixels(job, info)
-    output_format = pipeline.choose_output_format(job.options, info, job.negotiated_format)
-    plan = pipeline.plan_transform(
-        job.options,
-        info,
-        output_format,
-        allow_enlarge=job.allow_enlarge,
-        max_output_side=job.max_output_side,
-        max_output_pixels=job.max_output_pixels,
-    )
+    info, plan = plan_job(job)
+    output_format = plan.output_format
     # An animation keeps every frame: (B, C, H, W) runs through the same steps as one image.
     animation: codecs.DecodedAnimation | None = None
     if plan.animate:

@@ -1,4 +1,4 @@
-"""What the GPU decoder can take, and the box reduction that stands in for shrink-on-load."""
+"""What the GPU decoder can take, and the box reduction that replaces shrink-on-load."""
 
 from __future__ import annotations
 

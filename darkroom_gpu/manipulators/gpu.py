@@ -51,8 +51,7 @@ from darkroom_gpu.manipulators.base import (
     ImageJob,
     ImageResult,
     Manipulator,
-    check_deadline,
-    check_source_pixels,
+    plan_job,
 )
 from darkroom_gpu.manipulators.batcher import BatcherClosedError, MicroBatcher
 from darkroom_gpu.manipulators.cpu import CpuManipulator
@@ -289,18 +288,8 @@ class GpuManipulator(Manipulator):
 
     def _prepare(self, job: ImageJob) -> _Prepared:
         started = time.perf_counter()
-        check_deadline(job)
-        info = codecs.probe(job.data)
-        check_source_pixels(job, info)
-        output_format = pipeline.choose_output_format(job.options, info, job.negotiated_format)
-        plan = pipeline.plan_transform(
-            job.options,
-            info,
-            output_format,
-            allow_enlarge=job.allow_enlarge,
-            max_output_side=job.max_output_side,
-            max_output_pixels=job.max_output_pixels,
-        )
+        info, plan = plan_job(job)
+        output_format = plan.output_format
         pixel_count = info.size.width * info.size.height
         quality = job.options.quality or codecs.default_quality(
             output_format, compress=job.options.auto_compress

@@ -48,7 +48,7 @@ class FilesystemSource(Source):
     """Serves regular files below `root`.
 
     Every path is resolved, symlinks included, and must stay inside the resolved root; any path
-    that would leave it is answered exactly like a missing file, so a client learns nothing
+    that would leave it is treated exactly like a missing file, so a client learns nothing
     about what lies outside.
     """
 

@@ -248,7 +248,7 @@ class ResilientSource(Source):
     its result or error. A caller that is cancelled stops waiting, but the shared call goes on
     for the others, until the last of them is cancelled too. The circuit breaker counts that
     shared call once: `SourceFailedError` and `SourceTimeoutError` are failures, while other
-    `ServiceError`s (not found, forbidden, over a limit) prove that the origin answered.
+    `ServiceError`s (not found, forbidden, over a limit) prove that the origin responded.
 
     Args:
         inner: the source that really fetches.

@@ -54,7 +54,7 @@ MAX_KEY_BYTES: Final = 1024
 # requests of a busy proxy.
 MAX_POOL_CONNECTIONS: Final = 100
 _CHUNK_BYTES: Final = 64 * 1024
-# Answers after which a retry may succeed: the statuses and the S3 error codes that botocore's
+# Responses after which a retry may succeed: the statuses and the S3 error codes that botocore's
 # standard retry mode (botocore/retries/standard.py) treats as transient or throttling.
 _TRANSIENT_STATUSES: Final = frozenset((500, 502, 503, 504))
 _TRANSIENT_CODES: Final = frozenset(("RequestTimeout", "SlowDown"))
