@@ -362,7 +362,7 @@ def test_decode_jpeg_shape_and_dtype(dscn_bytes: bytes) -> None:
 
     assert decoded.pixels.shape == (3, 480, 640)
     assert decoded.pixels.dtype == torch.uint8
-    assert decoded.pixels.is_contiguous()
+    assert decoded.pixels.unsqueeze(0).is_contiguous(memory_format=torch.channels_last)
 
 
 def test_decode_keeps_stored_orientation() -> None:

@@ -34,8 +34,10 @@ PHOTO: Final = Path(__file__).parent.parent / "darkroom_gpu" / "samples" / "DSCN
 # Bounds on uint8 results against a reference, as (max mean abs diff, max abs diff) in levels.
 # Measured values on PHOTO (640 x 480) are in the comments.
 TOLERANCES: Final[dict[str, tuple[float, int]]] = {
-    # Measured mean 0.09-0.21, max 1 at 320 x 240, 333 x 97 and 1000 x 750.
-    "resize_bicubic": (0.25, 1),
+    # Float path: measured mean 0.09-0.21, max 1 at 320 x 240, 333 x 97 and 1000 x 750. The CPU's
+    # uint8 kernel (RGB): mean 0.000-0.005, max 1, except 4 of 2.25 million values at 1000 x 750
+    # that differ by 2.
+    "resize_bicubic": (0.25, 2),
     # Measured mean 0.09-0.20, max 1.
     "resize_bilinear": (0.25, 1),
     # Alpha only, measured mean 0.004-0.18, max 1. Colour is left out because Pillow stores the
@@ -199,12 +201,15 @@ def test_op_float_matches_uint8(case: str, channels: int, device: str) -> None:
     from_uint8 = OP_CASES[case](image).float()
     from_float = OP_CASES[case](image.float())
     difference = (from_float - from_uint8).abs()
+    # The CPU resizes uint8 RGB with torch's uint8 kernel, which rounds to 8 bits between its
+    # two passes; elsewhere uint8 results are the float results rounded.
+    bound = 1.0 if case.startswith("resize") else 0.5 + 1e-3
     if from_uint8.shape[-3] == 4:
         # uint8 results zero the colour where a small alpha rounds to 0, so compare colour only
         # where the uint8 alpha is above 0.
         assert difference[3].max().item() <= 0.5 + 1e-3
         difference = difference[:3, from_uint8[3] > 0]
-    assert difference.max().item() <= 0.5 + 1e-3
+    assert difference.max().item() <= bound
 
 
 @pytest.mark.parametrize("device", DEVICES)

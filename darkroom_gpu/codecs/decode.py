@@ -35,7 +35,8 @@ class DecodedImage:
     """Decoded pixels of the first frame, in sRGB and still in stored orientation.
 
     Attributes:
-        pixels: ``(C, H, W)`` uint8 in [0, 255], C = 4 when the source has alpha, else 3.
+        pixels: ``(C, H, W)`` uint8 in [0, 255], C = 4 when the source has alpha, else 3;
+            channels-last in memory.
         info: the header information of the source.
     """
 
@@ -106,9 +107,13 @@ def convert_frame(image: Image.Image, data: bytes, info: ImageInfo) -> Image.Ima
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
-    """Turn an RGB or RGBA image into ``(C, H, W)`` uint8 pixels in [0, 255]."""
-    array = np.asarray(image)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+    """Turn an RGB or RGBA image into ``(C, H, W)`` uint8 pixels in [0, 255].
+
+    The tensor is a view of one ``(H, W, C)`` array, that is channels-last. Making it
+    contiguous would copy the pixels a second time, and the CPU's uint8 resize wants
+    channels-last anyway.
+    """
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1)
 
 
 def _to_eight_bit_image(image: Image.Image, data: bytes, fmt: ImageFormat) -> Image.Image:

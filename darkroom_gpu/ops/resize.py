@@ -62,6 +62,9 @@ def resize(
     if (height, width) == tuple(image.shape[-2:]):
         return image.clone()
 
+    if _has_uint8_kernel(image, antialias):
+        return _resize_uint8(image, height, width, interpolation)
+
     working = to_working(image)
     has_alpha = image.shape[-3] == 4
     if has_alpha:
@@ -80,6 +83,32 @@ def resize(
     if has_alpha:
         return from_premultiplied(resized, image.dtype)
     return from_working(resized, image.dtype)
+
+
+def _has_uint8_kernel(image: torch.Tensor, antialias: bool) -> bool:
+    """Return whether torch's CPU kernel for antialiased uint8 resizing accepts `image`.
+
+    That kernel resizes uint8 channels-last pixels directly and rounds to 8 bits between its
+    two passes, as Pillow does. It is several times faster than the float path. RGBA stays on
+    the float path because it must resize premultiplied colour.
+    """
+    return (
+        antialias
+        and image.dtype == torch.uint8
+        and image.device.type == "cpu"
+        and image.shape[-3] == 3
+    )
+
+
+def _resize_uint8(
+    image: torch.Tensor, height: int, width: int, interpolation: Interpolation
+) -> torch.Tensor:
+    """Resize (..., 3, H, W) uint8 on the CPU with torch's antialiased uint8 kernel."""
+    batch = to_batch(image).contiguous(memory_format=torch.channels_last)
+    resized = F.interpolate(
+        batch, size=(height, width), mode=interpolation.value, align_corners=False, antialias=True
+    )
+    return resized.reshape(*image.shape[:-2], height, width)
 
 
 def _interpolate(
