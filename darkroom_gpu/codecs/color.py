@@ -106,7 +106,8 @@ def to_srgb(image: Image.Image, *, has_alpha: bool, icc_profile: bytes | None) -
         icc_profile: the source's embedded ICC profile, or ``None``.
 
     Returns:
-        An ``RGB`` or ``RGBA`` image in sRGB (straight alpha).
+        An ``RGB`` or ``RGBA`` image in sRGB (straight alpha). It is `image` itself, loaded,
+        when that is already in the target mode and needs no colour conversion.
     """
     target = "RGBA" if has_alpha else "RGB"
     if image.mode == "CMYK":
@@ -123,7 +124,12 @@ def to_srgb(image: Image.Image, *, has_alpha: bool, icc_profile: bytes | None) -
                 rgb.putalpha(grey.getchannel(1))
             return rgb
 
-    converted = image.convert(target)
+    if image.mode == target:
+        # convert() to the same mode copies every pixel, so keep the decoded image.
+        image.load()
+        converted = image
+    else:
+        converted = image.convert(target)
     if icc_profile:
         transform = _transform_to_srgb(icc_profile, target)
         if transform is not None:

@@ -84,8 +84,10 @@ def decode(data: bytes, *, max_pixels: int, draft_size: Size | None = None) -> D
             rgb = convert_frame(image, data, info)
         except DECODE_ERRORS as exc:
             raise UnprocessableImageError(f"{fmt.value} image is corrupt or truncated") from exc
+        # Inside the block, because `rgb` may be the opened image, whose pixels close() frees.
+        pixels = to_tensor(rgb)
 
-    return DecodedImage(pixels=to_tensor(rgb), info=info)
+    return DecodedImage(pixels=pixels, info=info)
 
 
 def convert_frame(image: Image.Image, data: bytes, info: ImageInfo) -> Image.Image:

@@ -59,12 +59,15 @@ class ImageResult:
         output_format: their format.
         size: their width and height in pixels.
         timings: seconds spent per stage (``decode``, ``process``, ``encode``, ``queue``).
+        device: the device that processed the image, such as ``cpu`` when a GPU manipulator
+            handed it to the CPU; ``None`` means the manipulator's own `Manipulator.device`.
     """
 
     data: bytes
     output_format: OutputFormat
     size: Size
     timings: dict[str, float] = field(default_factory=dict)
+    device: str | None = None
 
 
 class Manipulator(ABC):

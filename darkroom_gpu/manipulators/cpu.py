@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import torch
 from PIL import Image
 
 from darkroom_gpu import codecs, pipeline
@@ -21,7 +23,7 @@ from darkroom_gpu.manipulators.base import (
 )
 from darkroom_gpu.options import ProcessingOptions
 
-__all__ = ("CpuManipulator",)
+__all__ = ("CpuManipulator", "share_cores")
 
 
 class CpuManipulator(Manipulator):
@@ -35,6 +37,7 @@ class CpuManipulator(Manipulator):
 
     def __init__(self, workers: int) -> None:
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="darkroom-cpu")
+        share_cores(workers)
 
     async def process(self, job: ImageJob) -> ImageResult:
         """Transform one image on a worker thread; the event loop only awaits it."""
@@ -59,6 +62,17 @@ class CpuManipulator(Manipulator):
     async def close(self) -> None:
         """Wait for running work and stop the worker threads."""
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def share_cores(workers: int) -> None:
+    """Give torch's intra-op thread pool the cores per worker thread, at least one.
+
+    The pool is process-wide. With as many workers as cores, each image already has a core of
+    its own, and more intra-op threads only contend with the other workers. On 2 cores under
+    load, a 2-thread pool made each image 2 to 3 times slower than a 1-thread pool.
+    """
+    cores = os.cpu_count() or 1
+    torch.set_num_threads(max(1, cores // workers))
 
 
 def _process(job: ImageJob, queued_at: float) -> ImageResult:
@@ -107,4 +121,5 @@ def _process(job: ImageJob, queued_at: float) -> ImageResult:
             "process": processed_at - decoded_at,
             "encode": encoded_at - processed_at,
         },
+        device="cpu",
     )
