@@ -24,11 +24,14 @@ class CachedResult:
         body: the encoded image.
         content_type: its media type.
         server_timing: the stage timings of the request that produced it, in seconds.
+        device: the device that processed it, for the access line. ``None`` for a result that
+            this server did not process, such as one read from the shared store.
     """
 
     body: bytes
     content_type: str
     server_timing: tuple[tuple[str, float], ...] = ()
+    device: str | None = None
 
 
 def result_key(identity: str, canonical_options: str, format_decision: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,10 +13,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from aiohttp import web
 
 from darkroom_gpu import __version__
-from darkroom_gpu.config import ConfigError, load_settings
+from darkroom_gpu.config import LOG_FORMATS, ConfigError, LoggingSettings, load_settings
 from darkroom_gpu.errors import InvalidPathError
+from darkroom_gpu.logs import configure_logging, set_log_format
 from darkroom_gpu.manipulators.select import UnsupportedDeviceError
 from darkroom_gpu.server import create_app
+from darkroom_gpu.server.metrics_site import MetricsListenError
 from darkroom_gpu.server.router import decode_path
 from darkroom_gpu.signing import SIGNATURE_PARAMETER, sign
 
@@ -26,17 +28,15 @@ logger = logging.getLogger("darkroom_gpu")
 
 EXIT_CONFIG_ERROR = 2
 EXIT_LISTEN_ERROR = 3
+# Read before the configuration is loaded, so that its errors are logged in that format too.
+ENV_LOG_FORMAT = "DARKROOM_LOGGING__FORMAT"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return the process exit code."""
     parser = _build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(getattr(logging, args.log_level.upper()), _initial_log_format(args))
     # Decoders warn about damaged metadata in files they still read; those go to the log.
     logging.captureWarnings(True)
     if args.command == "serve":
@@ -57,6 +57,12 @@ def _build_parser() -> argparse.ArgumentParser:
         default="info",
         choices=("debug", "info", "warning", "error"),
         help="minimum level of log lines written to stderr (default: info)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="format of log lines: text, or json for one JSON object per line "
+        "(default: logging.format of the configuration, else text)",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = commands.add_parser("serve", help="run the image server")
@@ -90,6 +96,14 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _initial_log_format(args: argparse.Namespace) -> str:
+    # The configuration file is not read yet, so its logging.format applies once it is loaded.
+    if args.log_format is not None:
+        return str(args.log_format)
+    from_environment = os.environ.get(ENV_LOG_FORMAT, "").strip()
+    return from_environment if from_environment in LOG_FORMATS else LoggingSettings().format
+
+
 def _sign(args: argparse.Namespace) -> int:
     key = args.key
     if key is None:
@@ -118,7 +132,7 @@ def _sign(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _command_line_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     server: dict[str, Any] = {}
     if args.host is not None:
@@ -129,14 +143,23 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["server"] = server
     if args.device is not None:
         overrides["device"] = args.device
+    if args.log_format is not None:
+        overrides["logging"] = {"format": args.log_format}
+    return overrides
 
+
+def _serve(args: argparse.Namespace) -> int:
+    overrides = _command_line_overrides(args)
     try:
         settings = load_settings(args.config, overrides=overrides)
-        app = create_app(settings, reloader=(args.config, overrides))
     except ConfigError as exc:
         for error in exc.errors:
             logger.error("configuration: %s", error)
         return EXIT_CONFIG_ERROR
+    set_log_format(settings.logging.format)
+
+    try:
+        app = create_app(settings, reloader=(args.config, overrides))
     except UnsupportedDeviceError as exc:
         logger.error("configuration: device: %s", exc)
         return EXIT_CONFIG_ERROR
@@ -160,6 +183,9 @@ def _serve(args: argparse.Namespace) -> int:
             # get this long to finish before they are cancelled.
             shutdown_timeout=settings.server.shutdown_timeout,
         )
+    except MetricsListenError as exc:
+        logger.error("cannot listen on %s: %s", exc.address, exc.reason)
+        return EXIT_LISTEN_ERROR
     except OSError as exc:
         logger.error("cannot listen on %s: %s", address, exc.strerror or exc)
         return EXIT_LISTEN_ERROR

@@ -263,6 +263,14 @@ def test_env_device() -> None:
     assert settings.device == "cpu"
 
 
+def test_env_batching_kernels() -> None:
+    assert load_settings(environ=NO_ENVIRONMENT).batching.kernels == "auto"
+
+    settings = load_settings(environ={"DARKROOM_BATCHING__KERNELS": "torch"})
+
+    assert settings.batching.kernels == "torch"
+
+
 def test_env_device_with_index() -> None:
     settings = load_settings(environ={"DARKROOM_DEVICE": "cuda:1"})
 
@@ -441,6 +449,9 @@ SINGLE_ERRORS = [
     pytest.param("server: [1]", "server", "expected a mapping", id="server is a list"),
     pytest.param("device: cuda:x", "device", "'cuda:x'", id="device bad index"),
     pytest.param("device: 3", "device", "expected a string", id="device number"),
+    pytest.param(
+        "batching: {kernels: cuda}", "batching.kernels", "auto, triton or torch", id="kernels"
+    ),
     pytest.param("limits: {max_output_side: 0}", "limits.max_output_side", "0", id="side 0"),
     pytest.param("limits: {max_frames: 1}", "limits.max_frames", "unknown key", id="limits key"),
     pytest.param("sources: []", "sources", "non-empty list", id="sources empty"),
@@ -714,3 +725,215 @@ def test_documented_example_is_valid(tmp_path: Path) -> None:
 
     assert [source.kind for source in settings.sources] == ["filesystem", "http", "s3"]
     assert settings.sources[1].signing_keys[1] == "old-key-being-rotated-out"
+
+
+# --- the metrics port and the log format ---------------------------------------------------
+
+
+def test_metrics_port_unset_by_default() -> None:
+    settings = load_settings(environ=NO_ENVIRONMENT)
+
+    assert settings.server.metrics_port is None
+    assert settings.server.metrics_host is None
+    assert settings.logging.format == "text"
+
+
+def test_metrics_port_and_host_read(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path, "server: {port: 3000, metrics_port: 9464, metrics_host: 10.0.0.5}\n"
+    )
+    path.write_text(path.read_text() + SAMPLES_SOURCE)
+
+    settings = load_settings(path, environ=NO_ENVIRONMENT)
+
+    assert settings.server.metrics_port == 9464
+    assert settings.server.metrics_host == "10.0.0.5"
+
+
+def test_env_metrics_port_and_log_format() -> None:
+    environ = {"DARKROOM_SERVER__METRICS_PORT": "9464", "DARKROOM_LOGGING__FORMAT": "json"}
+
+    settings = load_settings(environ=environ)
+
+    assert settings.server.metrics_port == 9464
+    assert settings.logging.format == "json"
+
+
+def test_log_format_override_wins_over_env() -> None:
+    settings = load_settings(
+        environ={"DARKROOM_LOGGING__FORMAT": "json"}, overrides={"logging": {"format": "text"}}
+    )
+
+    assert settings.logging.format == "text"
+
+
+def test_metrics_port_equal_to_port_rejected() -> None:
+    errors = config_errors(None, overrides={"server": {"port": 8080, "metrics_port": 8080}})
+
+    assert has_error(errors, "server.metrics_port", "other than server.port (8080)"), errors
+
+
+def test_metrics_port_clash_after_port_override() -> None:
+    environ = {"DARKROOM_SERVER__METRICS_PORT": "8080"}
+
+    errors = config_errors(None, environ=environ, overrides={"server": {"port": 8080}})
+
+    assert has_error(errors, "server.metrics_port", "got 8080"), errors
+
+
+METRICS_AND_LOGGING_ERRORS = [
+    pytest.param("server: {metrics_port: 0}", "server.metrics_port", "from 1 to 65535", id="0"),
+    pytest.param(
+        "server: {metrics_port: 70000}", "server.metrics_port", "from 1 to 65535", id="70000"
+    ),
+    pytest.param("server: {metrics_port: '9464'}", "server.metrics_port", "'9464'", id="string"),
+    pytest.param(
+        "server: {metrics_host: 127.0.0.1}",
+        "server.metrics_host",
+        "needs server.metrics_port",
+        id="host without port",
+    ),
+    pytest.param("logging: {format: xml}", "logging.format", "text or json", id="format xml"),
+    pytest.param("logging: {format: JSON}", "logging.format", "'JSON'", id="format capitals"),
+    pytest.param("logging: {format: 1}", "logging.format", "expected a string", id="number"),
+    pytest.param("logging: {level: info}", "logging.level", "unknown key", id="unknown key"),
+    pytest.param("logging: json", "logging", "expected a mapping", id="not a mapping"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "fragment"), METRICS_AND_LOGGING_ERRORS)
+def test_invalid_metrics_or_logging_value(
+    tmp_path: Path, text: str, key: str, fragment: str
+) -> None:
+    path = write_config(tmp_path, text + "\n" + SAMPLES_SOURCE)
+
+    errors = config_errors(path)
+
+    assert has_error(errors, key, fragment), errors
+    assert len(errors) == 1, errors
+
+
+def test_env_bad_log_format_named_by_key() -> None:
+    errors = config_errors(None, environ={"DARKROOM_LOGGING__FORMAT": "yaml"})
+
+    assert has_error(errors, "logging.format", "'yaml'"), errors
+
+
+def test_documented_example_moves_metrics(tmp_path: Path) -> None:
+    doc = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
+    example = doc.split("## Example", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "catalogue").mkdir()
+
+    settings = load_settings(write_config(tmp_path, example), environ=NO_ENVIRONMENT)
+
+    assert settings.server.metrics_port == 9464
+    assert settings.logging.format == "json"
+
+
+# --- secrets stay out of errors and reprs --------------------------------------------------
+
+SECRET: str = "s3cr3t-value-that-must-not-leak"
+
+
+def test_yaml_error_does_not_quote_line(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path,
+        f"""\
+        sources:
+          - name: bucket
+            kind: s3
+            bucket: photos
+            access_key_id: AKIDEXAMPLE
+            secret_access_key: "{SECRET}
+        """,
+    )
+
+    errors = config_errors(path)
+
+    assert len(errors) == 1, errors
+    assert "invalid YAML: " in errors[0]
+    assert "line 7, column 1" in errors[0], errors
+    assert "scanning a quoted scalar at line 6" in errors[0], errors
+    assert SECRET not in errors[0]
+
+
+def test_secret_of_wrong_type_not_quoted(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path,
+        """\
+        sources:
+          - name: bucket
+            kind: s3
+            bucket: photos
+            access_key_id: AKIDEXAMPLE
+            secret_access_key: placeholder
+        cache:
+          shared: {bucket: results, access_key_id: AKIDEXAMPLE, secret_access_key: placeholder}
+        """,
+    )
+    # YAML reads the numeric secret as an integer, which is not a valid key.
+    environ = {
+        "DARKROOM_SOURCES__BUCKET__SECRET_ACCESS_KEY": "31415926535897932",
+        "DARKROOM_SOURCES__BUCKET__SESSION_TOKEN": "[27182818284590452]",
+        "DARKROOM_CACHE__SHARED__SECRET_ACCESS_KEY": "16180339887498948",
+        "DARKROOM_CACHE__SHARED__SESSION_TOKEN": "14142135623730950",
+    }
+
+    errors = config_errors(path, environ=environ)
+
+    assert has_error(errors, "sources[0].secret_access_key", "expected a string, got int")
+    assert has_error(errors, "sources[0].session_token", "expected a string, got a list")
+    assert has_error(errors, "cache.shared.secret_access_key", "expected a string, got int")
+    assert has_error(errors, "cache.shared.session_token", "expected a string, got int")
+    for value in environ.values():
+        assert value.strip("[]") not in "\n".join(errors)
+
+
+@pytest.mark.parametrize(
+    ("base_url", "shown"),
+    [
+        (f"https://editor:{SECRET}@img.example.com/?token=1", "'https://***@img.example.com/?"),
+        (f"ftp://editor:{SECRET}@img.example.com/", "'ftp://***@img.example.com/'"),
+        (f"https://editor:{SECRET}@img.example.com:99999/", "'https://***@img.example.com:99999/'"),
+    ],
+    ids=["query", "scheme", "port"],
+)
+def test_base_url_error_hides_credentials(tmp_path: Path, base_url: str, shown: str) -> None:
+    path = write_config(tmp_path, f"sources: [{{name: web, kind: http, base_url: '{base_url}'}}]\n")
+
+    errors = config_errors(path)
+
+    assert has_error(errors, "sources[0].base_url", shown), errors
+    assert SECRET not in "\n".join(errors)
+
+
+def test_settings_repr_hides_secrets(tmp_path: Path, pictures: Path) -> None:
+    path = write_config(
+        tmp_path,
+        f"""\
+        cache:
+          shared:
+            bucket: results
+            access_key_id: AKIDEXAMPLE
+            secret_access_key: shared-{SECRET}
+            session_token: token-{SECRET}
+        sources:
+          - name: team
+            prefix: /team
+            kind: filesystem
+            root: {pictures}
+            signing_key: signing-{SECRET}
+          - name: bucket
+            prefix: /s3
+            kind: s3
+            bucket: photos
+            access_key_id: AKIDEXAMPLE
+            secret_access_key: bucket-{SECRET}
+        """,
+    )
+
+    settings = load_settings(path, environ=NO_ENVIRONMENT)
+
+    assert settings.sources[0].signing_keys == (f"signing-{SECRET}",)
+    assert SECRET not in repr(settings)
+    assert "AKIDEXAMPLE" in repr(settings)

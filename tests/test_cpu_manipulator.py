@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -24,7 +25,7 @@ def _restore_torch_threads() -> Iterator[None]:
 def test_share_cores_divides_cores(
     monkeypatch: pytest.MonkeyPatch, cores: int, workers: int, expected: int
 ) -> None:
-    monkeypatch.setattr(cpu.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
 
     cpu.share_cores(workers)
 
@@ -32,7 +33,7 @@ def test_share_cores_divides_cores(
 
 
 async def test_manipulator_sets_thread_share(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cpu.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
 
     manipulator = cpu.CpuManipulator(workers=4)
     await manipulator.close()

@@ -48,9 +48,6 @@ MANIFESTS: Final = sorted(
 # The Kubernetes release whose API the manifests are checked against. They need nothing newer,
 # and nothing older than 1.30, which introduced the preStop sleep action.
 KUBERNETES_VERSION: Final = "1.33.0"
-# Seconds that requests in flight get after SIGTERM: aiohttp's default shutdown timeout, which
-# the server uses until the planned server.shutdown_timeout setting replaces it.
-AIOHTTP_SHUTDOWN_TIMEOUT: Final = 60
 SAMPLE_SUFFIXES: Final = {
     "counter": ("_total", "_created"),
     "gauge": ("",),
@@ -335,14 +332,17 @@ def test_compose_minio_init_uses_server_keys() -> None:
 # --- Prometheus and Grafana -----------------------------------------------------------------
 
 
-def test_prometheus_scrapes_darkroom() -> None:
+def test_prometheus_scrapes_metrics_port() -> None:
     config = load_yaml(PROMETHEUS)
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     darkroom = jobs["darkroom"]
+    server = load_yaml(COMPOSE_CONFIG)["server"]
     assert darkroom.get("metrics_path", "/metrics") == "/metrics"
     targets = [target for group in darkroom["static_configs"] for target in group["targets"]]
-    assert targets == ["darkroom:3000"]
-    assert 3000 in published_ports(compose_services()["darkroom"])
+    assert targets == [f"darkroom:{server['metrics_port']}"]
+    # Prometheus reaches the metrics port on the stack's network, so only the main port is
+    # published on the host.
+    assert published_ports(compose_services()["darkroom"]) == {server["port"]: server["port"]}
 
 
 def test_prometheus_config_mounted() -> None:
@@ -502,12 +502,35 @@ def test_deployment_probes() -> None:
         assert container[probe]["httpGet"]["port"] in port_names
 
 
-def test_deployment_grace_covers_drain() -> None:
+def test_deployment_grace_covers_drain(tmp_path: Path) -> None:
     pod = manifest("Deployment")["spec"]["template"]["spec"]
     (container,) = pod["containers"]
+    settings = load_embedded_config(tmp_path, manifest("ConfigMap")["data"]["darkroom.yaml"], {})
     pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert pre_stop > 0
-    assert pod["terminationGracePeriodSeconds"] > pre_stop + AIOHTTP_SHUTDOWN_TIMEOUT
+    assert pod["terminationGracePeriodSeconds"] > pre_stop + settings.server.shutdown_timeout
+
+
+def test_deployment_scrapes_metrics_port(tmp_path: Path) -> None:
+    template = manifest("Deployment")["spec"]["template"]
+    (container,) = template["spec"]["containers"]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    settings = load_embedded_config(tmp_path, manifest("ConfigMap")["data"]["darkroom.yaml"], {})
+    annotations = template["metadata"]["annotations"]
+
+    assert settings.server.metrics_port is not None
+    assert ports["metrics"] == settings.server.metrics_port
+    assert ports["http"] == settings.server.port
+    assert annotations["prometheus.io/port"] == str(settings.server.metrics_port)
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_service_leaves_out_metrics_port() -> None:
+    (container,) = manifest("Deployment")["spec"]["template"]["spec"]["containers"]
+    metrics_port = next(port for port in container["ports"] if port["name"] == "metrics")
+    targets = {port["targetPort"] for port in manifest("Service")["spec"]["ports"]}
+    assert targets == {"http"}
+    assert metrics_port["containerPort"] not in targets
 
 
 def test_deployment_runs_as_non_root() -> None:

@@ -4,10 +4,12 @@ from darkroom_gpu.config.loader import load_settings
 from darkroom_gpu.config.reader import ConfigError, ConfigReader
 from darkroom_gpu.config.settings import (
     DEFAULT_SAMPLES_ROOT,
+    LOG_FORMATS,
     BatchSettings,
     CacheSettings,
     CircuitBreakerSettings,
     Limits,
+    LoggingSettings,
     ServerSettings,
     Settings,
     SharedStoreSettings,
@@ -16,12 +18,14 @@ from darkroom_gpu.config.settings import (
 
 __all__ = (
     "DEFAULT_SAMPLES_ROOT",
+    "LOG_FORMATS",
     "BatchSettings",
     "CacheSettings",
     "CircuitBreakerSettings",
     "ConfigError",
     "ConfigReader",
     "Limits",
+    "LoggingSettings",
     "ServerSettings",
     "Settings",
     "SharedStoreSettings",

@@ -5,7 +5,8 @@ Every problem is collected and reported together, each naming its key (``server.
 
 Environment overrides use ``__`` to step into a mapping, and a source is addressed by its name:
 ``DARKROOM_SERVER__PORT=8080``, ``DARKROOM_DEVICE=cpu``,
-``DARKROOM_LIMITS__MAX_SOURCE_BYTES=1048576``, ``DARKROOM_SOURCES__SAMPLES__CACHE_TTL=60``.
+``DARKROOM_LIMITS__MAX_SOURCE_BYTES=1048576``, ``DARKROOM_LOGGING__FORMAT=json``,
+``DARKROOM_SOURCES__SAMPLES__CACHE_TTL=60``.
 Values are read as YAML scalars, so ``8080`` is an integer and ``true`` a boolean.
 ``DARKROOM_CONFIG`` names the configuration file when ``--config`` is not given.
 """
@@ -23,11 +24,14 @@ import yaml
 from darkroom_gpu.config.reader import ConfigError, ConfigReader, describe
 from darkroom_gpu.config.settings import (
     DEFAULT_SAMPLES_ROOT,
+    KERNEL_CHOICES,
+    LOG_FORMATS,
     ONE_YEAR_SECONDS,
     BatchSettings,
     CacheSettings,
     CircuitBreakerSettings,
     Limits,
+    LoggingSettings,
     ServerSettings,
     Settings,
     SharedStoreSettings,
@@ -105,13 +109,26 @@ def _read_file(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: invalid YAML: {exc}"]) from exc
+        raise ConfigError([f"{path}: invalid YAML: {_describe_yaml_error(exc)}"]) from exc
 
     if raw is None:
         return {}
     if not isinstance(raw, dict):
         raise ConfigError([f"{path}: expected a mapping at the top level, got {describe(raw)}"])
     return raw
+
+
+def _describe_yaml_error(exc: yaml.YAMLError) -> str:
+    # PyYAML's own message quotes the lines around the problem, which may hold a secret, so
+    # only the problem and its position are reported.
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return type(exc).__name__
+    mark = exc.problem_mark
+    message = f"{exc.problem or 'syntax error'} at line {mark.line + 1}, column {mark.column + 1}"
+    if exc.context and exc.context_mark is not None:
+        start = exc.context_mark
+        message += f", {exc.context} at line {start.line + 1}, column {start.column + 1}"
+    return message
 
 
 def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str], errors: list[str]) -> None:
@@ -126,10 +143,10 @@ def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str], errors: 
 
         if keys[0] == "sources":
             _apply_source_override(raw, name, keys[1:], value, errors)
-        elif keys[0] in ("server", "device", "limits", "batching", "cache"):
+        elif keys[0] in ("server", "device", "limits", "batching", "cache", "logging"):
             _merge(raw, keys[0], _nest(keys[1:], value))
         else:
-            expected = "SERVER, DEVICE, LIMITS, BATCHING, CACHE or SOURCES"
+            expected = "SERVER, DEVICE, LIMITS, BATCHING, CACHE, LOGGING or SOURCES"
             errors.append(f"{name}: unknown setting; expected {expected}")
 
 
@@ -172,6 +189,7 @@ def _validate(top: ConfigReader) -> Settings | None:
     limits = _validate_limits(top.child("limits"), Limits())
     batching = _validate_batching(top.child("batching"))
     cache = _validate_cache(top.child("cache"))
+    log_settings = _validate_logging(top.child("logging"))
 
     raw_sources = top.get("sources")
     if not isinstance(raw_sources, list) or not raw_sources:
@@ -196,6 +214,7 @@ def _validate(top: ConfigReader) -> Settings | None:
         sources=tuple(sources),
         batching=batching,
         cache=cache,
+        logging=log_settings,
     )
 
 
@@ -208,6 +227,7 @@ def _validate_server(reader: ConfigReader) -> ServerSettings:
     max_concurrency = _optional_integer(reader, "max_concurrency", 1, 100_000)
     max_queue = _optional_integer(reader, "max_queue", 0, 1_000_000)
     shutdown_timeout = reader.number("shutdown_timeout", defaults.shutdown_timeout, 0, 3600)
+    metrics_host, metrics_port = _validate_metrics_address(reader, port)
     reader.reject_unknown()
     return ServerSettings(
         host=host,
@@ -217,7 +237,29 @@ def _validate_server(reader: ConfigReader) -> ServerSettings:
         max_concurrency=max_concurrency,
         max_queue=max_queue,
         shutdown_timeout=shutdown_timeout,
+        metrics_host=metrics_host,
+        metrics_port=metrics_port,
     )
+
+
+def _validate_metrics_address(reader: ConfigReader, port: int) -> tuple[str | None, int | None]:
+    metrics_host = reader.text("metrics_host") or None
+    if reader.get("metrics_port") is None:
+        if metrics_host is not None:
+            reader.invalid(
+                "metrics_host",
+                "needs server.metrics_port, because without a metrics port /metrics is served "
+                "on server.port",
+            )
+        return None, None
+
+    errors_before = len(reader.errors)
+    metrics_port = reader.integer("metrics_port", port, 1, 65535)
+    if len(reader.errors) == errors_before and metrics_port == port:
+        reader.invalid(
+            "metrics_port", f"expected a port other than server.port ({port}), got {metrics_port}"
+        )
+    return metrics_host, metrics_port
 
 
 def _optional_integer(reader: ConfigReader, name: str, low: int, high: int) -> int | None:
@@ -248,9 +290,19 @@ def _validate_batching(reader: ConfigReader) -> BatchSettings:
         max_images=reader.integer("max_images", base.max_images, 1, 1024),
         max_megapixels=reader.number("max_megapixels", base.max_megapixels, 1, 100_000),
         max_queue=reader.integer("max_queue", base.max_queue, 1, 1_000_000),
+        kernels=_validate_kernels(reader, base.kernels),
     )
     reader.reject_unknown()
     return batching
+
+
+def _validate_kernels(reader: ConfigReader, default: str) -> str:
+    kernels = reader.text("kernels", default) or default
+    if kernels not in KERNEL_CHOICES:
+        expected = ", ".join(KERNEL_CHOICES[:-1]) + " or " + KERNEL_CHOICES[-1]
+        reader.invalid("kernels", f"expected {expected}, got {kernels!r}")
+        return default
+    return kernels
 
 
 def _validate_cache(reader: ConfigReader) -> CacheSettings:
@@ -266,7 +318,7 @@ def _validate_shared_store(reader: ConfigReader) -> SharedStoreSettings | None:
     base = SharedStoreSettings(bucket="")
     bucket = reader.required_text("bucket", "the shared result store needs a bucket")
     key_id = reader.text("access_key_id")
-    secret = reader.text("secret_access_key")
+    secret = reader.secret("secret_access_key")
     if (key_id is None) != (secret is None):
         reader.invalid("access_key_id", "give both access_key_id and secret_access_key, or neither")
     store = SharedStoreSettings(
@@ -276,10 +328,20 @@ def _validate_shared_store(reader: ConfigReader) -> SharedStoreSettings | None:
         prefix=reader.text("prefix", base.prefix) or "",
         access_key_id=key_id,
         secret_access_key=secret,
-        session_token=reader.text("session_token"),
+        session_token=reader.secret("session_token"),
     )
     reader.reject_unknown()
     return store if bucket else None
+
+
+def _validate_logging(reader: ConfigReader) -> LoggingSettings:
+    default = LoggingSettings().format
+    log_format = reader.text("format", default)
+    if log_format not in LOG_FORMATS:
+        reader.invalid("format", f"expected {' or '.join(LOG_FORMATS)}, got {log_format!r}")
+        log_format = default
+    reader.reject_unknown()
+    return LoggingSettings(format=log_format or default)
 
 
 def _validate_circuit_breaker(reader: ConfigReader) -> CircuitBreakerSettings:

@@ -94,6 +94,16 @@ class ConfigReader:
             return default
         return value
 
+    def secret(self, name: str) -> str | None:
+        """Read a string, such as a password, whose value no error message may show."""
+        value = self.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self.invalid(name, f"expected a string, got {describe(value)}")
+            return None
+        return value
+
     def required_text(self, name: str, what: str) -> str | None:
         """Read a string that must be present; `what` describes its purpose in the error message."""
         value = self.get(name)

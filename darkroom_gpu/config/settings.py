@@ -10,6 +10,8 @@ from typing import Final
 
 __all__ = (
     "DEFAULT_SAMPLES_ROOT",
+    "KERNEL_CHOICES",
+    "LOG_FORMATS",
     "ONE_YEAR_SECONDS",
     "QUEUE_PER_WORKER",
     "BatchSettings",
@@ -17,6 +19,7 @@ __all__ = (
     "SharedStoreSettings",
     "CircuitBreakerSettings",
     "Limits",
+    "LoggingSettings",
     "ServerSettings",
     "Settings",
     "SourceSettings",
@@ -24,6 +27,10 @@ __all__ = (
 
 DEFAULT_SAMPLES_ROOT: Final = Path(__file__).parent.parent / "samples"
 ONE_YEAR_SECONDS: Final = 31_536_000
+# Values of logging.format: lines of text, or one JSON object per line for log collectors.
+LOG_FORMATS: Final = ("text", "json")
+# Values of batching.kernels: Triton kernels on CUDA when Triton is installed, always, or never.
+KERNEL_CHOICES: Final = ("auto", "triton", "torch")
 
 
 # Default number of admitted requests per worker thread beyond those being processed. A queued
@@ -48,6 +55,10 @@ class ServerSettings:
             a processing slot); past it a request gets 503 with ``Retry-After``. ``None``
             means `QUEUE_PER_WORKER` times `workers`.
         shutdown_timeout: seconds that requests in flight get to finish after ``SIGTERM``.
+        metrics_host: the address ``/metrics`` listens on when `metrics_port` is set; ``None``
+            means `host`.
+        metrics_port: a TCP port of its own for ``/metrics``, which the main port then no
+            longer serves; ``None`` serves ``/metrics`` on `port`.
     """
 
     host: str = "127.0.0.1"
@@ -57,6 +68,8 @@ class ServerSettings:
     max_concurrency: int | None = None
     max_queue: int | None = None
     shutdown_timeout: float = 30.0
+    metrics_host: str | None = None
+    metrics_port: int | None = None
 
     @property
     def concurrency_limit(self) -> int:
@@ -100,12 +113,16 @@ class BatchSettings:
         max_images: most images in one batch.
         max_megapixels: most source megapixels (stored width x height / 1e6) in one batch.
         max_queue: most requests waiting; past it a request gets 503 with ``Retry-After``.
+        kernels: what resizes a batch's images, one of `KERNEL_CHOICES`: ``auto`` runs the
+            Triton kernels of `darkroom_gpu.kernels` on a CUDA device when Triton is installed
+            and the torch ops otherwise, ``triton`` always runs the kernels, ``torch`` never.
     """
 
     max_wait_ms: float = 2.0
     max_images: int = 32
     max_megapixels: float = 200.0
     max_queue: int = 256
+    kernels: str = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,8 +144,9 @@ class SharedStoreSettings:
     endpoint_url: str | None = None
     prefix: str = "darkroom-results/"
     access_key_id: str | None = None
-    secret_access_key: str | None = None
-    session_token: str | None = None
+    # Left out of repr, so that printing or logging the settings never shows a secret.
+    secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +206,20 @@ class SourceSettings:
     allow_enlarge: bool = True
     limits: Limits = field(default_factory=Limits)
     circuit_breaker: CircuitBreakerSettings = field(default_factory=CircuitBreakerSettings)
-    signing_keys: tuple[str, ...] = ()
+    # Left out of repr, like every secret in the settings.
+    signing_keys: tuple[str, ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingSettings:
+    """The format of log records on stderr.
+
+    Attributes:
+        format: ``text`` for ``<time> <LEVEL> <logger> <message>`` lines, or ``json`` for one
+            JSON object per line (see `darkroom_gpu.logs`).
+    """
+
+    format: str = "text"
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,3 +232,4 @@ class Settings:
     sources: tuple[SourceSettings, ...]
     batching: BatchSettings = field(default_factory=BatchSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)

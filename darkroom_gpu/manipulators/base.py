@@ -60,7 +60,7 @@ class ImageResult:
         size: their width and height in pixels.
         timings: seconds spent per stage (``decode``, ``process``, ``encode``, ``queue``).
         device: the device that processed the image, such as ``cpu`` when a GPU manipulator
-            handed it to the CPU; ``None`` means the manipulator's own `Manipulator.device`.
+            handed it to the CPU. ``None`` means the manipulator's own `Manipulator.device`.
     """
 
     data: bytes

@@ -20,11 +20,13 @@ from darkroom_gpu.metrics import Metrics
 from darkroom_gpu.server.image import handle_image
 from darkroom_gpu.server.limiter import create_limiter
 from darkroom_gpu.server.meta import META_PREFIX, handle_meta
+from darkroom_gpu.server.metrics_site import metrics_site_context
 from darkroom_gpu.server.middleware import ProtocolErrorFilter, request_middleware
 from darkroom_gpu.server.reload import ConfigReloader, reload_context
 from darkroom_gpu.server.routes import (
     handle_healthz,
     handle_metrics,
+    handle_metrics_moved,
     handle_ping,
     handle_readyz,
     handle_reserved,
@@ -55,6 +57,9 @@ def create_app(
 ) -> web.Application:
     """Create the application.
 
+    With ``server.metrics_port`` set, the application also serves ``/metrics`` on that port
+    while it runs, and answers ``/metrics`` on its own port with 404.
+
     Args:
         settings: the validated configuration.
         manipulator: the manipulator to use; by default one for ``settings.device``.
@@ -82,6 +87,17 @@ def create_app(
     app[TRANSFORMS] = Coalescer[CachedResult]()
     shared = settings.cache.shared
     app[SHARED_STORE] = SharedResultStore(shared) if shared is not None else None
+    server = settings.server
+    if server.metrics_port is not None:
+        # First, so that a metrics port that is taken stops the start before the warm-up, and
+        # so that scrapes keep working until everything else has stopped.
+        app.cleanup_ctx.append(
+            partial(
+                metrics_site_context,
+                host=server.metrics_host or server.host,
+                port=server.metrics_port,
+            )
+        )
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_log_shutdown)
     if reloader is not None:
@@ -91,15 +107,22 @@ def create_app(
             partial(reload_context, reloader=config_reloader, watch=settings.server.watch_config)
         )
 
+    _add_routes(app, metrics_moved=server.metrics_port is not None)
+    return app
+
+
+def _add_routes(app: web.Application, *, metrics_moved: bool) -> None:
     # The server's own routes are registered first so that they win over any source.
     app.router.add_get("/ping", handle_ping)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
-    app.router.add_get("/metrics", handle_metrics)
+    if metrics_moved:
+        app.router.add_route("*", "/metrics", handle_metrics_moved)
+    else:
+        app.router.add_get("/metrics", handle_metrics)
     app.router.add_get(META_PREFIX + "/{path:.*}", handle_meta)
     app.router.add_route("*", "/_{path:.*}", handle_reserved)
     app.router.add_get("/{path:.*}", handle_image)
-    return app
 
 
 def _install_log_filter() -> None:

@@ -21,7 +21,7 @@ from darkroom_gpu.errors import (
 )
 from darkroom_gpu.manipulators import ImageJob
 from darkroom_gpu.options import OutputFormat, ProcessingOptions, parse_options
-from darkroom_gpu.server.middleware import SOURCE_NAME
+from darkroom_gpu.server.middleware import PROCESSING_DEVICE, SOURCE_NAME
 from darkroom_gpu.server.router import Route, decode_path
 from darkroom_gpu.server.state import (
     CACHE,
@@ -193,8 +193,11 @@ async def _cached_transform(
             deadline=deadline,
         )
         manipulator = request.app[MANIPULATOR]
+        # Set before processing, so that a request failing there is logged with the device.
+        request[PROCESSING_DEVICE] = manipulator.device
         async with request.app[LIMITER].processing():
             image = await manipulator.process(job)
+        request[PROCESSING_DEVICE] = image.device or manipulator.device
         for stage, seconds in image.timings.items():
             metrics.stage_duration.labels(stage, manipulator.device).observe(seconds)
 
@@ -202,6 +205,7 @@ async def _cached_transform(
             body=image.data,
             content_type=MEDIA_TYPES[image.output_format.value],
             server_timing=tuple(image.timings.items()),
+            device=request[PROCESSING_DEVICE],
         )
         cache.put(key, made)
         if store is not None:
@@ -211,6 +215,9 @@ async def _cached_transform(
     result, shared = await request.app[TRANSFORMS].run(key, transform)
     if shared:
         metrics.cache_requests.labels("shared").inc()
+        # The transform ran for another request, on this device, and made this response.
+        if result.device is not None:
+            request[PROCESSING_DEVICE] = result.device
     return result
 
 

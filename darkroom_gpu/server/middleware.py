@@ -16,6 +16,7 @@ from aiohttp.typedefs import Handler
 from darkroom_gpu.errors import OverloadedError, ServiceError
 
 __all__ = (
+    "PROCESSING_DEVICE",
     "REQUEST_ID",
     "SOURCE_NAME",
     "ProtocolErrorFilter",
@@ -29,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 REQUEST_ID: Final = web.RequestKey("request_id", str)
 SOURCE_NAME: Final = web.RequestKey("source_name", str)
+# The device that processed the request's image, such as cpu or cuda:0. Unset when no image was
+# processed for the request.
+PROCESSING_DEVICE: Final = web.RequestKey("processing_device", str)
 REQUEST_ID_HEADER: Final = "X-Request-ID"
 # A client-supplied id is echoed only when it is short and plain, so it cannot forge log lines.
 _CLIENT_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -114,21 +118,35 @@ def _log_access(
         level = logging.ERROR
     elif response.status >= 400:
         level = logging.WARNING
-    size = response.content_length if response.content_length is not None else 0
     # The raw path stays percent-encoded, so a client cannot put line breaks into the log, and
     # the query is left out because it may carry a signature.
-    raw_path = request.raw_path.split("?", 1)[0]
+    fields: dict[str, object] = {
+        "request_id": request_id,
+        "method": request.method,
+        "path": request.raw_path.split("?", 1)[0],
+        "status": response.status,
+        "bytes": response.content_length if response.content_length is not None else 0,
+        "duration_ms": round(seconds * 1000, 1),
+        "source": request.get(SOURCE_NAME),
+        "device": request.get(PROCESSING_DEVICE),
+    }
+    if error:
+        fields["error"] = error
+    # The same fields go to the message for the text format and to extra= for the JSON one,
+    # where a missing source or device is null instead of "-".
     access_logger.log(
         level,
-        "request_id=%s method=%s path=%s status=%d bytes=%d duration_ms=%.1f source=%s%s",
+        "request_id=%s method=%s path=%s status=%d bytes=%d duration_ms=%.1f source=%s device=%s%s",
         request_id,
-        request.method,
-        raw_path,
+        fields["method"],
+        fields["path"],
         response.status,
-        size,
+        fields["bytes"],
         seconds * 1000,
-        request.get(SOURCE_NAME, "-"),
+        fields["source"] or "-",
+        fields["device"] or "-",
         f" error={error!r}" if error else "",
+        extra=fields,
     )
 
 

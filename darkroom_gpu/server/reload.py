@@ -2,8 +2,8 @@
 
 New and changed sources go live at once, and removed ones return 404. An invalid file is
 rejected with its errors logged, and the running configuration stays. Settings that only take
-effect at start (listening address, device, workers, batching, cache) are kept as they were,
-with a warning naming each one that changed.
+effect at start (listening addresses, device, workers, batching, cache, logging) are kept as
+they were, with a warning naming each one that changed.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ __all__ = ("ConfigReloader", "reload_context")
 logger = logging.getLogger(__name__)
 
 WATCH_INTERVAL_SECONDS: Final = 1.0
-_RESTART_ONLY: Final = ("server", "device", "batching", "cache")
+_RESTART_ONLY: Final = ("server", "device", "batching", "cache", "logging")
 
 
 class ConfigReloader:

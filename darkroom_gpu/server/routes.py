@@ -9,7 +9,14 @@ from darkroom_gpu.metrics import CONTENT_TYPE
 from darkroom_gpu.server.middleware import json_dumps
 from darkroom_gpu.server.state import MANIPULATOR, METRICS, READY
 
-__all__ = ("handle_healthz", "handle_metrics", "handle_ping", "handle_readyz", "handle_reserved")
+__all__ = (
+    "handle_healthz",
+    "handle_metrics",
+    "handle_metrics_moved",
+    "handle_ping",
+    "handle_readyz",
+    "handle_reserved",
+)
 
 
 async def handle_ping(request: web.Request) -> web.Response:
@@ -45,6 +52,15 @@ async def handle_metrics(request: web.Request) -> web.Response:
     """Expose the Prometheus metrics in the text format."""
     body = request.app[METRICS].render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+async def handle_metrics_moved(request: web.Request) -> web.Response:
+    """Raise 404 for ``/metrics`` on the main port when ``server.metrics_port`` moved it.
+
+    The route exists so that the path never reaches a source, which could serve a file named
+    ``metrics``. The message does not name the metrics port, which clients have no need of.
+    """
+    raise NotFoundError("/metrics is not served on this port")
 
 
 async def handle_reserved(request: web.Request) -> web.Response:

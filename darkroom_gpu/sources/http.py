@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import logging
+import re
 import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -56,6 +57,8 @@ _CHUNK_BYTES: Final = 64 * 1024
 _REDIRECT_STATUSES: Final = frozenset((301, 302, 303, 307, 308))
 # Upstream statuses that mean "try again later" rather than "this request is invalid".
 _TRANSIENT_STATUSES: Final = frozenset((502, 503, 504))
+# The user information of a URL (``user:password@`` after ``//``), even in a malformed URL.
+_USER_INFO: Final = re.compile(r"(?<=//)[^/?#]*@")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,16 +91,19 @@ def parse_base_url(text: str) -> URL:
         ValueError: with a message for the configuration error, when the URL is not an absolute
             ``http`` or ``https`` URL without query and fragment.
     """
+    # Messages show the URL without its credentials, because they end up in the log.
+    redacted = _USER_INFO.sub("***@", text)
     try:
         url = URL(text)
         # yarl checks the port lazily, so a bad one raises here rather than in URL().
         port = url.port
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"expected an http or https URL, got {text!r}: {exc}") from exc
+        reason = _USER_INFO.sub("***@", str(exc))
+        raise ValueError(f"expected an http or https URL, got {redacted!r}: {reason}") from exc
     if url.scheme not in ("http", "https") or not url.host or port is None:
-        raise ValueError(f"expected an http or https URL with a host, got {text!r}")
+        raise ValueError(f"expected an http or https URL with a host, got {redacted!r}")
     if url.raw_query_string or url.raw_fragment:
-        raise ValueError(f"expected a URL without query or fragment, got {text!r}")
+        raise ValueError(f"expected a URL without query or fragment, got {redacted!r}")
     if not url.raw_path.endswith("/"):
         url = url.with_path(url.raw_path + "/", encoded=True)
     return url

@@ -140,8 +140,8 @@ class S3Source(Source):
                 reader.invalid("endpoint_url", str(exc))
 
         access_key_id = reader.text("access_key_id")
-        secret_access_key = reader.text("secret_access_key")
-        session_token = reader.text("session_token")
+        secret_access_key = reader.secret("secret_access_key")
+        session_token = reader.secret("session_token")
         if access_key_id is not None and secret_access_key is None:
             reader.invalid("secret_access_key", "missing; access_key_id is set, so it needs one")
         if secret_access_key is not None and access_key_id is None:
