@@ -8,14 +8,19 @@ Two suites, both without HTTP:
   manipulator (with the default batching settings, so the micro-batcher forms the batches) and
   against the CPU manipulator.
 
+- kernels: the Triton resize kernels against their torch reference, on the resize step alone
+  and end to end (see benchmarks/kernel_bench.py).
+
 Each cell runs until it reaches its iteration count or its time share of ``--budget-seconds``,
 whichever comes first, after one untimed warm-up call. Results go to ``bench.json`` and a
-Markdown summary ``bench.md`` in ``--out``.
+Markdown summary ``bench.md`` in ``--out``. On the CPU stand-in the kernel comparison runs only
+with ``TRITON_INTERPRET=1`` in the environment (gpu_check.sh sets it for ``--dry-run``),
+because Triton reads it when torchvision first imports Triton.
 
-Usage::
+Usage, from the repository root (the script imports ``benchmarks.kernel_bench``)::
 
-    python benchmarks/gpu_bench.py --device cuda:0 --out /tmp/out --budget-seconds 240
-    python benchmarks/gpu_bench.py --device cpu --out /tmp/out --dry-run
+    python -m benchmarks.gpu_bench --device cuda:0 --out /tmp/out --budget-seconds 240
+    python -m benchmarks.gpu_bench --device cpu --out /tmp/out --dry-run
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ from typing import Final
 import numpy as np
 import torch
 
+from benchmarks.kernel_bench import KernelRow, kernel_cells, kernel_markdown, kernel_suites
 from darkroom_gpu.config import BatchSettings
+from darkroom_gpu.kernels import dispatch
 from darkroom_gpu.manipulators.base import ImageJob, ImageResult, Manipulator
 from darkroom_gpu.manipulators.cpu import CpuManipulator
 from darkroom_gpu.manipulators.gpu import GpuManipulator
@@ -315,7 +322,9 @@ def hardware() -> dict[str, object]:
     return info
 
 
-def markdown(header: dict[str, object], rows: Sequence[Row]) -> str:
+def markdown(
+    header: dict[str, object], rows: Sequence[Row], kernel_rows: Sequence[KernelRow] = ()
+) -> str:
     """Render the report as a Markdown page with one table per suite."""
     lines = ["# GPU vs CPU manipulator benchmark", ""]
     lines.append("Hardware and versions: " + json.dumps(header["hardware"], sort_keys=True))
@@ -337,6 +346,8 @@ def markdown(header: dict[str, object], rows: Sequence[Row]) -> str:
                 f"| {row.p50_ms} | {row.p95_ms} | {row.p99_ms} | {row.mean_batch or '-'} |"
             )
         lines.append("")
+    if kernel_rows:
+        lines += kernel_markdown(kernel_rows)
     return "\n".join(lines)
 
 
@@ -350,6 +361,7 @@ class Report:
         self.out = out
         self.header = header
         self.rows: list[Row] = []
+        self.kernel_rows: list[KernelRow] = []
         self.started = time.perf_counter()
         out.mkdir(parents=True, exist_ok=True)
 
@@ -359,13 +371,26 @@ class Report:
         _progress(row)
         self.save()
 
+    def add_kernel(self, row: KernelRow) -> None:
+        """Record one row of the kernel comparison, print a progress line and save the report."""
+        self.kernel_rows.append(row)
+        print(
+            f"{row.suite:<11} {row.backend:<6} batch={row.batch_size:<3} "
+            f"launches={row.launches} {row.ms_per_batch:.2f} ms/batch "
+            f"{row.images_per_second:.1f} img/s",
+            file=sys.stderr,
+            flush=True,
+        )
+        self.save()
+
     def save(self) -> str:
         """Write the report files and return the Markdown summary."""
         report = dict(self.header)
         report["elapsed_seconds"] = round(time.perf_counter() - self.started, 1)
         report["rows"] = [asdict(row) for row in self.rows]
+        report["kernel_rows"] = [asdict(row) for row in self.kernel_rows]
         (self.out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
-        summary = markdown(self.header, self.rows)
+        summary = markdown(self.header, self.rows, self.kernel_rows)
         (self.out / "bench.md").write_text(summary + "\n")
         return summary
 
@@ -377,6 +402,12 @@ async def run(args: argparse.Namespace) -> int:
     levels = DRY_CONCURRENCY if args.dry_run else FULL_CONCURRENCY
     iterations = DRY_ITERATIONS if args.dry_run else FULL_ITERATIONS
     cells = len(WORKLOADS) * (len(batch_sizes) + 2 * len(levels))
+    # Triton compiles for CUDA only; on the CPU the kernels need its interpreter.
+    with_kernels = dispatch.triton_importable() and (
+        device.type == "cuda" or dispatch.interpreter_enabled()
+    )
+    if with_kernels:
+        cells += kernel_cells(args.dry_run)
     budget = Budget(time.perf_counter() + args.budget_seconds, cells)
     report = Report(
         args.out,
@@ -394,6 +425,21 @@ async def run(args: argparse.Namespace) -> int:
 
     await batch_suite(device, batch_sizes, iterations, budget, report)
     await concurrency_suite(device, levels, iterations, budget, report)
+    if with_kernels:
+        await kernel_suites(
+            device,
+            [make_job(workload) for workload in WORKLOADS],
+            dry_run=args.dry_run,
+            iterations=iterations,
+            next_cell=budget.next_cell,
+            add=report.add_kernel,
+        )
+    else:
+        print(
+            "the kernel comparison is left out: it needs triton, and TRITON_INTERPRET=1 set "
+            "before the run on the CPU",
+            file=sys.stderr,
+        )
     print(report.save())
     errors = sum(row.errors for row in report.rows)
     if errors:

@@ -34,6 +34,8 @@ if [[ "$dry_run" == 1 ]]; then
     python="${PYTHON:-$([[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python3)}"
     device=cpu
     bench_budget="${BENCH_BUDGET:-40}"
+    # Triton compiles for CUDA only, so the dry run interprets the resize kernels on the CPU.
+    export TRITON_INTERPRET="${TRITON_INTERPRET:-1}"
 else
     python="${PYTHON:-python3}"
     device="${DEVICE:-cuda:0}"

@@ -8,8 +8,11 @@ A `MicroBatcher` groups concurrent jobs. Each batch then runs these phases:
    batched ``decode_jpeg``. Every other input (PNG, WebP, GIF, BMP, TIFF, AVIF, progressive,
    CMYK or grayscale JPEG, and any JPEG that nvJPEG rejects) is decoded by Pillow on CPU
    threads, with the CPU manipulator's shrink-on-load, and uploaded through pinned memory.
-3. Process, per image on the device: an integer box reduction for large downscales (standing
-   in for shrink-on-load, which nvJPEG lacks), then `pipeline.run_steps`.
+3. Process on the device: an integer box reduction for large downscales (standing in for
+   shrink-on-load, which nvJPEG lacks), then the plan's steps. With the Triton kernels on
+   (``batching.kernels``), the images' resizes, and their mono and flatten steps where that
+   gives the same pixels, run together in two kernel launches (`kernel_path.split_plan`), and
+   each image's other steps run after them. Otherwise `pipeline.run_steps` runs per image.
 4. Encode. JPEG results are encoded together by nvJPEG through ``encode_jpeg``, one call per
    quality. Other formats are copied to the host and encoded by Pillow on CPU threads.
 
@@ -47,6 +50,12 @@ from darkroom_gpu.codecs import ImageFormat
 from darkroom_gpu.codecs.color import changes_rgb_colours
 from darkroom_gpu.config import BatchSettings
 from darkroom_gpu.geometry import Size
+from darkroom_gpu.kernels import (
+    KernelBackend,
+    resize_batch,
+    resolve_backend,
+    verify_kernels,
+)
 from darkroom_gpu.manipulators.base import (
     ImageJob,
     ImageResult,
@@ -57,6 +66,7 @@ from darkroom_gpu.manipulators.batcher import BatcherClosedError, MicroBatcher
 from darkroom_gpu.manipulators.cpu import CpuManipulator
 from darkroom_gpu.manipulators.device_input import is_device_decodable_jpeg, reduce_for_resize
 from darkroom_gpu.manipulators.fallback import FALLBACK_LOG_INTERVAL, FallbackLog, FallbackReason
+from darkroom_gpu.manipulators.kernel_path import KernelWork, split_plan
 from darkroom_gpu.metrics import Metrics
 from darkroom_gpu.options import OutputFormat, ProcessingOptions
 from darkroom_gpu.pipeline import TransformPlan
@@ -139,8 +149,12 @@ class GpuManipulator(Manipulator):
     Args:
         device: ``cuda:N``, or ``cpu`` as a stand-in.
         workers: CPU threads for probing, Pillow decodes and encodes, and CPU fallbacks.
-        batching: the micro-batcher's bounds.
+        batching: the micro-batcher's bounds, and whether the Triton kernels resize.
         metrics: where batch, queue, fallback and memory metrics are recorded.
+
+    Raises:
+        KernelUnavailableError: ``batching.kernels`` is ``triton`` but the kernels cannot run
+            on `device`.
 
     Note:
         The hooks `decode_jpegs`, `transform` and `encode_jpegs` run on the device thread.
@@ -155,6 +169,8 @@ class GpuManipulator(Manipulator):
             device = torch.device("cuda", torch.cuda.current_device())
         self._device = device
         self.device = str(device)
+        # First, so that an unusable choice fails before any thread or batcher exists.
+        self._kernels = resolve_backend(batching.kernels, device)
         self._metrics = metrics
         self._cuda = device.type == "cuda"
         self._device_thread = ThreadPoolExecutor(
@@ -172,6 +188,11 @@ class GpuManipulator(Manipulator):
         )
         self._fallback_log = FallbackLog(self.device, FALLBACK_LOG_INTERVAL)
         self.fallback_counts: Counter[FallbackReason] = Counter()
+
+    @property
+    def kernels(self) -> KernelBackend:
+        """The backend that resizes the images of a batch now: Triton kernels or torch ops."""
+        return self._kernels
 
     async def process(self, job: ImageJob) -> ImageResult:
         """Prepare the job on a CPU thread, then run it in the next batch.
@@ -222,9 +243,16 @@ class GpuManipulator(Manipulator):
     async def warm_up(self) -> None:
         """Run a JPEG and a PNG together through every phase on the device.
 
+        With the Triton kernels on, a small batch first runs through them and through their
+        torch reference. If the kernels fail or disagree, the error is logged and the torch
+        ops resize from then on.
+
         Raises:
             RuntimeError: the device failed and the images fell back to the CPU.
         """
+        if self._kernels is KernelBackend.TRITON:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._device_thread, self._check_kernels)
         before = self.fallback_counts.copy()
         jobs = [
             _warm_up_job("JPEG", ProcessingOptions(width=32, blur=1.0, rotation=10.0)),
@@ -281,6 +309,27 @@ class GpuManipulator(Manipulator):
             One ``(N,)`` uint8 tensor of encoded bytes per image, on the device or the host.
         """
         return list(encode_jpeg(images, quality=quality))
+
+    def _check_kernels(self) -> None:
+        started = time.perf_counter()
+        try:
+            largest = verify_kernels(self._device)
+        except DEVICE_FAILURES:
+            raise
+        except Exception:
+            # Any failure of the optional kernels leaves the torch ops, which do the same work.
+            logger.exception(
+                "the Triton resize kernels failed their check on %s, so the torch ops resize",
+                self.device,
+            )
+            self._kernels = KernelBackend.TORCH
+            return
+        logger.info(
+            "Triton resize kernels checked on %s in %.1f s, within %d level(s) of torch",
+            self.device,
+            time.perf_counter() - started,
+            largest,
+        )
 
     def _init_device_thread(self) -> None:
         if self._cuda:
@@ -524,14 +573,7 @@ class GpuManipulator(Manipulator):
         self, works: list[_Work], clock: _Clock
     ) -> list[_Encoded | torch.Tensor | Exception]:
         started = time.perf_counter()
-        images: list[torch.Tensor | Exception] = []
-        for work in works:
-            try:
-                images.append(self._transform_one(work))
-            except DEVICE_FAILURES:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the image fails alone; its caller re-raises it
-                images.append(exc)
+        images = self._transform_all(works)
         if self._cuda:
             # Kernels run asynchronously; wait so that their time counts as process, not encode.
             torch.cuda.synchronize(self._device)
@@ -558,7 +600,70 @@ class GpuManipulator(Manipulator):
         clock.encode += time.perf_counter() - transformed_at
         return outcomes
 
-    def _transform_one(self, work: _Work) -> torch.Tensor:
+    def _transform_all(self, works: list[_Work]) -> list[torch.Tensor | Exception]:
+        """Run each work's plan. With the kernels on, the group's resizes run as one batch."""
+        outcomes: list[torch.Tensor | Exception | None] = [None] * len(works)
+        batched: list[tuple[int, torch.Tensor, KernelWork]] = []
+        for index, work in enumerate(works):
+            try:
+                image = self._upload(work)
+                if self._kernels is KernelBackend.TRITON:
+                    split = split_plan(work.plan, image)
+                    if split is not None:
+                        batched.append((index, image, split))
+                        continue
+                outcomes[index] = self.transform(image, work.plan)
+            except DEVICE_FAILURES:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the image fails alone; its caller re-raises it
+                outcomes[index] = exc
+        if batched:
+            self._transform_batched(works, batched, outcomes)
+
+        finished: list[torch.Tensor | Exception] = []
+        for outcome in outcomes:
+            if outcome is None:
+                raise RuntimeError("an image of the group was never transformed")
+            finished.append(outcome)
+        return finished
+
+    def _transform_batched(
+        self,
+        works: list[_Work],
+        batched: list[tuple[int, torch.Tensor, KernelWork]],
+        outcomes: list[torch.Tensor | Exception | None],
+    ) -> None:
+        """Resize images in one kernel batch, then run each image's remaining steps."""
+        resized: list[torch.Tensor] | None
+        try:
+            resized = resize_batch(
+                [image for _, image, _ in batched],
+                [split.spec for _, _, split in batched],
+                KernelBackend.TRITON,
+            )
+        except DEVICE_FAILURES:
+            raise
+        except Exception:
+            # A kernel failure must not fail the batch, because the torch ops can do the same work.
+            logger.exception(
+                "the Triton resize kernels failed on %s, so the torch ops resize from now on",
+                self.device,
+            )
+            self._kernels = KernelBackend.TORCH
+            resized = None
+
+        for position, (index, image, split) in enumerate(batched):
+            try:
+                if resized is None:
+                    outcomes[index] = self.transform(image, works[index].plan)
+                else:
+                    outcomes[index] = self.transform(resized[position], split.rest)
+            except DEVICE_FAILURES:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the image fails alone; its caller re-raises it
+                outcomes[index] = exc
+
+    def _upload(self, work: _Work) -> torch.Tensor:
         image = work.pixels
         if image.device != self._device:
             if self._cuda:
@@ -567,7 +672,7 @@ class GpuManipulator(Manipulator):
                 image = image.to(self._device)
         if work.reduce:
             image = reduce_for_resize(image, pipeline.decode_size(work.plan))
-        return self.transform(image, work.plan)
+        return image
 
     def _encode_jpeg_group(
         self, images: list[torch.Tensor], quality: int

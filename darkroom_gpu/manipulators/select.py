@@ -37,6 +37,7 @@ def create_manipulator(
     Raises:
         UnsupportedDeviceError: a CUDA device was requested but torch sees no GPU, or the
             index is not below the number of GPUs; or `device` is none of the forms above.
+            Also when ``batching.kernels`` is ``triton`` and Triton is not installed.
     """
     if device == "cpu":
         return CpuManipulator(workers=workers)
@@ -61,11 +62,15 @@ def create_manipulator(
         )
     # Imported here because loading torchvision took about 2.5 s on a 2-core host, a start-up
     # cost that CPU-only hosts need not pay.
+    from darkroom_gpu.kernels import KernelUnavailableError
     from darkroom_gpu.manipulators.gpu import GpuManipulator
 
-    return GpuManipulator(
-        torch.device("cuda", index), workers=workers, batching=batching, metrics=metrics
-    )
+    try:
+        return GpuManipulator(
+            torch.device("cuda", index), workers=workers, batching=batching, metrics=metrics
+        )
+    except KernelUnavailableError as exc:
+        raise UnsupportedDeviceError(str(exc)) from exc
 
 
 def _cuda_index(device: str) -> int:
