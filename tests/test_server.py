@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from PIL import Image
 
 from darkroom_gpu.server import create_app
+from darkroom_gpu.server.middleware import CLIENT_CLOSED_REQUEST, request_middleware
 from tests.conftest import (
     DATA,
     SAMPLES,
@@ -109,6 +113,39 @@ async def test_if_none_match_gives_304(client: Client) -> None:
     assert second.status == 304
     assert await second.read() == b""
     assert second.headers["ETag"] == etag
+
+
+async def test_if_none_match_any_gives_304(client: Client) -> None:
+    response = await client.get("/DSCN0010.jpg?w=120", headers={"If-None-Match": "*"})
+    assert response.status == 304
+    assert "ETag" in response.headers
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "query", "status"),
+    [
+        pytest.param("notes.jpg", b"plain text, not an image", "", 415, id="passthrough"),
+        pytest.param("notes.jpg", b"plain text, not an image", "?w=10", 415, id="transform"),
+        pytest.param("DSCN0010.jpg", None, "?w=8192&h=8192&fit=scale", 422, id="too large"),
+    ],
+)
+async def test_if_none_match_any_keeps_errors(
+    make_client: ClientFactory,
+    tmp_path: Path,
+    name: str,
+    content: bytes | None,
+    query: str,
+    status: int,
+) -> None:
+    data = content if content is not None else (SAMPLES / name).read_bytes()
+    (tmp_path / name).write_bytes(data)
+    client = await make_client(source_settings(tmp_path))
+
+    response = await client.get(f"/{name}{query}", headers={"If-None-Match": "*"})
+
+    assert response.status == status
+    assert response.headers["Cache-Control"] == "no-store"
+    assert "ETag" not in response.headers
 
 
 async def test_etag_ignores_unknown_parameters(client: Client) -> None:
@@ -613,3 +650,46 @@ async def test_not_modified_counts_no_format(client: Client) -> None:
     await client.get("/DSCN0010.jpg?w=30", headers={"If-None-Match": first.headers["ETag"]})
     text = await (await client.get("/metrics")).text()
     assert 'darkroom_requests_total{format="none",source="test",status_class="3xx"} 1.0' in text
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        pytest.param(
+            "/DSCN0010.jpg?w=40&s=SIGNATURE-VALUE&v=" + "a" * 9000,
+            "Got more than 8190 bytes when reading",
+            id="too long",
+        ),
+        pytest.param("/DSCN0010.jpg?w=40&s=SIGNATURE-VALUE&x=a b", "", id="space in query"),
+    ],
+)
+async def test_parser_errors_log_no_request_bytes(
+    client: Client, caplog: pytest.LogCaptureFixture, target: str, reason: str
+) -> None:
+    status, _ = await raw_get(client, target)
+
+    records = [r for r in caplog.records if "rejected by the parser" in r.getMessage()]
+    assert status == 400
+    assert len(records) == 1
+    assert reason in records[0].getMessage()
+    assert "SIGNATURE-VALUE" not in caplog.text
+    assert "\n" not in records[0].getMessage()
+    assert records[0].exc_info is None
+
+
+async def test_cancelled_request_logs_access_line(caplog: pytest.LogCaptureFixture) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        raise asyncio.CancelledError
+
+    request = make_mocked_request("GET", "/photo.jpg?w=10&s=SIGNATURE-VALUE")
+    with (
+        caplog.at_level(logging.INFO, logger="darkroom_gpu.access"),
+        pytest.raises(asyncio.CancelledError),
+    ):
+        await request_middleware(request, handler)
+
+    records = [r for r in caplog.records if r.name == "darkroom_gpu.access"]
+    assert len(records) == 1
+    assert records[0].__dict__["status"] == CLIENT_CLOSED_REQUEST
+    assert records[0].__dict__["path"] == "/photo.jpg"
+    assert "SIGNATURE-VALUE" not in caplog.text

@@ -21,7 +21,7 @@ from darkroom_gpu.errors import (
 )
 from darkroom_gpu.manipulators import ImageJob
 from darkroom_gpu.options import OutputFormat, ProcessingOptions, parse_options
-from darkroom_gpu.server.middleware import PROCESSING_DEVICE, SOURCE_NAME
+from darkroom_gpu.server.middleware import CLIENT_CLOSED_REQUEST, PROCESSING_DEVICE, SOURCE_NAME
 from darkroom_gpu.server.router import Route, decode_path
 from darkroom_gpu.server.state import (
     CACHE,
@@ -39,8 +39,6 @@ __all__ = ("handle_image", "negotiate_format")
 
 logger = logging.getLogger(__name__)
 
-# The status nginx logs when the client goes away first; counted as a 4xx.
-CLIENT_CLOSED_REQUEST: Final = 499
 # Order of preference when the client accepts several modern formats.
 _NEGOTIABLE: Final = ((OutputFormat.AVIF, "image/avif"), (OutputFormat.WEBP, "image/webp"))
 # Errors a source raises for the object itself rather than for the origin's health.
@@ -124,7 +122,8 @@ async def _serve(
         negotiated or "",
     )
     headers = _cache_headers(settings, source_object, key, options)
-    if _not_modified(request, headers["ETag"]):
+    candidates = _if_none_match(request)
+    if headers["ETag"] in candidates:
         return web.Response(status=304, headers=headers)
 
     if options.is_identity:
@@ -136,6 +135,11 @@ async def _serve(
         result = await _cached_transform(
             request, key, route, source_object, options, negotiated, deadline
         )
+
+    # "*" matches any current representation, so the 304 waits until one has been made. A
+    # request that fails then gets its error, not a cacheable 304.
+    if "*" in candidates:
+        return web.Response(status=304, headers=headers)
 
     timings.update(result.server_timing)
     headers["Server-Timing"] = _server_timing(timings, started)
@@ -265,12 +269,12 @@ def _cache_headers(
     return headers
 
 
-def _not_modified(request: web.Request, etag: str) -> bool:
+def _if_none_match(request: web.Request) -> set[str]:
+    """Return the entity tags of ``If-None-Match`` without weak prefixes, ``*`` included."""
     header = request.headers.get("If-None-Match")
     if header is None:
-        return False
-    candidates = [candidate.strip().removeprefix("W/") for candidate in header.split(",")]
-    return "*" in candidates or etag in candidates
+        return set()
+    return {candidate.strip().removeprefix("W/") for candidate in header.split(",")}
 
 
 def _server_timing(timings: dict[str, float], started: float) -> str:

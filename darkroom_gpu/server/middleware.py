@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -28,6 +29,8 @@ __all__ = (
 access_logger = logging.getLogger("darkroom_gpu.access")
 logger = logging.getLogger(__name__)
 
+# The status nginx logs when the client goes away first; counted as a 4xx.
+CLIENT_CLOSED_REQUEST: Final = 499
 REQUEST_ID: Final = web.RequestKey("request_id", str)
 SOURCE_NAME: Final = web.RequestKey("source_name", str)
 # The device that processed the request's image, such as cpu or cuda:0. Unset when no image was
@@ -36,6 +39,9 @@ PROCESSING_DEVICE: Final = web.RequestKey("processing_device", str)
 REQUEST_ID_HEADER: Final = "X-Request-ID"
 # A client-supplied id is echoed only when it is short and plain, so it cannot forge log lines.
 _CLIENT_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+# The words aiohttp's parser errors start with, up to the first colon, quote or line break.
+_PARSER_REASON: Final = re.compile(r"[A-Za-z0-9 ,.()-]*")
 
 _HTTP_CODES: Final = {
     400: "bad_request",
@@ -74,6 +80,18 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
 
     try:
         response = await handler(request)
+    except asyncio.CancelledError:
+        # The client went away or the server is stopping, so no response is sent. The request
+        # still gets its access line, with the status that the request metrics count.
+        _log_access(
+            request,
+            CLIENT_CLOSED_REQUEST,
+            0,
+            request_id,
+            time.perf_counter() - started,
+            "cancelled",
+        )
+        raise
     except ServiceError as exc:
         error = exc.public_message
         response = error_response(exc.status, exc.code, exc.public_message)
@@ -102,21 +120,23 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         )
 
     response.headers[REQUEST_ID_HEADER] = request_id
-    _log_access(request, response, request_id, time.perf_counter() - started, error)
+    size = response.content_length if response.content_length is not None else 0
+    _log_access(request, response.status, size, request_id, time.perf_counter() - started, error)
     return response
 
 
 def _log_access(
     request: web.Request,
-    response: web.StreamResponse,
+    status: int,
+    size: int,
     request_id: str,
     seconds: float,
     error: str,
 ) -> None:
     level = logging.INFO
-    if response.status >= 500:
+    if status >= 500:
         level = logging.ERROR
-    elif response.status >= 400:
+    elif status >= 400:
         level = logging.WARNING
     # The raw path stays percent-encoded, so a client cannot put line breaks into the log, and
     # the query is left out because it may carry a signature.
@@ -124,8 +144,8 @@ def _log_access(
         "request_id": request_id,
         "method": request.method,
         "path": request.raw_path.split("?", 1)[0],
-        "status": response.status,
-        "bytes": response.content_length if response.content_length is not None else 0,
+        "status": status,
+        "bytes": size,
         "duration_ms": round(seconds * 1000, 1),
         "source": request.get(SOURCE_NAME),
         "device": request.get(PROCESSING_DEVICE),
@@ -140,8 +160,8 @@ def _log_access(
         request_id,
         fields["method"],
         fields["path"],
-        response.status,
-        fields["bytes"],
+        status,
+        size,
         seconds * 1000,
         fields["source"] or "-",
         fields["device"] or "-",
@@ -162,10 +182,21 @@ class ProtocolErrorFilter(logging.Filter):
         """Rewrite records caused by a parser error; leave every other record alone."""
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, HttpProcessingError):
-            record.msg = "invalid HTTP request rejected by the parser: %s"
-            record.args = (error.message or type(error).__name__,)
+            record.msg = "invalid HTTP request rejected by the parser: %s (%s)"
+            record.args = (_parser_reason(error), type(error).__name__)
             record.exc_info = None
             record.exc_text = None
             record.levelno = logging.WARNING
             record.levelname = logging.getLevelName(logging.WARNING)
         return True
+
+
+def _parser_reason(error: HttpProcessingError) -> str:
+    """Return the leading plain words of a parser error, without the request bytes it quotes.
+
+    aiohttp's messages quote the offending request line or header after a colon or in quotes
+    (``Got more than 8190 bytes when reading: b'...'``), which may hold a URL signature or a
+    credential, and may span several lines.
+    """
+    reason = _PARSER_REASON.match(error.message or "")
+    return reason.group().strip() if reason and reason.group().strip() else "malformed request"
