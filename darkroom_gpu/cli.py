@@ -14,11 +14,12 @@ from aiohttp import web
 
 from darkroom_gpu import __version__
 from darkroom_gpu.config import LOG_FORMATS, ConfigError, LoggingSettings, load_settings
+from darkroom_gpu.config.loader import MIN_SIGNING_KEY_LENGTH
 from darkroom_gpu.errors import InvalidPathError
 from darkroom_gpu.logs import configure_logging, set_log_format
 from darkroom_gpu.manipulators.select import UnsupportedDeviceError
 from darkroom_gpu.server import create_app
-from darkroom_gpu.server.metrics_site import MetricsListenError
+from darkroom_gpu.server.metrics_site import MetricsListenError, listen_url
 from darkroom_gpu.server.router import decode_path
 from darkroom_gpu.signing import SIGNATURE_PARAMETER, sign
 
@@ -106,6 +107,16 @@ def _initial_log_format(args: argparse.Namespace) -> str:
 
 def _sign(args: argparse.Namespace) -> int:
     key = args.key
+    # The server rejects shorter keys, so a URL signed with one could never be served. An
+    # empty key is what --key "$KEY" passes when KEY is unset.
+    if key is not None and len(key) < MIN_SIGNING_KEY_LENGTH:
+        logger.error(
+            "--key: expected a signing key of at least %d characters, got %d; check that the "
+            "variable holding the key is set",
+            MIN_SIGNING_KEY_LENGTH,
+            len(key),
+        )
+        return EXIT_CONFIG_ERROR
     if key is None:
         try:
             settings = load_settings(args.config)
@@ -161,14 +172,15 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         app = create_app(settings, reloader=(args.config, overrides))
     except UnsupportedDeviceError as exc:
-        logger.error("configuration: device: %s", exc)
+        # The message names the setting: device, or batching.kernels.
+        logger.error("configuration: %s", exc)
         return EXIT_CONFIG_ERROR
 
     for source in settings.sources:
         route = source.prefix if source.prefix is not None else ""
         hosts = f" hosts={','.join(source.hosts)}" if source.hosts else ""
         logger.info("source %s: %s at prefix %r%s", source.name, source.kind, route, hosts)
-    address = f"http://{settings.server.host}:{settings.server.port}"
+    address = listen_url(settings.server.host, settings.server.port)
     try:
         web.run_app(
             app,

@@ -411,7 +411,7 @@ def _parse_decimal(raw: _RawValue, expected: str, *, allow_negative: bool = Fals
 
 
 def _parse_blur(raw: _RawValue) -> float:
-    expected = f"a number greater than 0 and at most {_format_number(_MAX_BLUR)}"
+    expected = f"a decimal number greater than 0 and at most {_format_number(_MAX_BLUR)}"
     sigma = _parse_decimal(raw, expected)
     if not 0.0 < sigma <= _MAX_BLUR:
         raise _invalid(raw, expected)
@@ -419,7 +419,7 @@ def _parse_blur(raw: _RawValue) -> float:
 
 
 def _parse_dpr(raw: _RawValue) -> float:
-    expected = f"a number from {_format_number(_MIN_DPR)} to {_format_number(_MAX_DPR)}"
+    expected = f"a decimal number from {_format_number(_MIN_DPR)} to {_format_number(_MAX_DPR)}"
     ratio = _parse_decimal(raw, expected)
     if not _MIN_DPR <= ratio <= _MAX_DPR:
         raise _invalid(raw, expected)
@@ -428,7 +428,7 @@ def _parse_dpr(raw: _RawValue) -> float:
 
 def _parse_rotation(raw: _RawValue) -> float:
     limit = _format_number(_MAX_ROTATION)
-    expected = f"a number of degrees from -{limit} to {limit}"
+    expected = f"a decimal number of degrees from -{limit} to {limit}"
     degrees = _parse_decimal(raw, expected, allow_negative=True)
     if abs(degrees) > _MAX_ROTATION:
         raise _invalid(raw, expected)

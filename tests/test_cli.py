@@ -231,6 +231,30 @@ def test_device_cuda_without_gpu_exits_2(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_triton_kernels_on_cpu_exits_2(tmp_path: Path) -> None:
+    environ = {"DARKROOM_BATCHING__KERNELS": "triton", "TRITON_INTERPRET": "1"}
+
+    result = run_console_script(
+        tmp_path, "serve", "--device", "cpu", "--port", str(free_port()), environ=environ
+    )
+
+    assert result.returncode == EXIT_CONFIG_ERROR, result.stderr
+    assert "configuration: batching.kernels is triton, but device is cpu" in result.stderr
+    assert "set batching.kernels to auto or torch, or use a CUDA device" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("key", ["", "fifteen-chars-k"])
+def test_sign_short_key_exits_2(tmp_path: Path, key: str) -> None:
+    result = run_console_script(tmp_path, "sign", "--key", key, "/team/cat.jpg?w=300")
+
+    assert result.returncode == EXIT_CONFIG_ERROR, result.stderr
+    assert result.stdout == ""
+    assert (
+        f"--key: expected a signing key of at least 16 characters, got {len(key)}" in result.stderr
+    )
+
+
 def test_bad_port_option_exits_2(tmp_path: Path) -> None:
     result = run_console_script(tmp_path, "serve", "--port", "70000")
 
@@ -335,7 +359,9 @@ async def test_serve_metrics_port_json_logs(tmp_path: Path) -> None:
     assert return_code == 0, output
     assert image_status == 200
     assert moved_status == 404
-    assert moved_body["error"]["message"] == "/metrics is not served on this port"
+    assert (
+        moved_body["error"]["message"] == "/metrics is served on the metrics port, not on this one"
+    )
     assert metrics_status == 200
     assert 'source="team",status_class="2xx"} 1.0' in metrics_text
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 
@@ -18,6 +18,7 @@ from darkroom_gpu.config import (
     load_settings,
 )
 from darkroom_gpu.sources.filesystem import FilesystemOptions
+from darkroom_gpu.sources.s3 import S3Options
 
 NO_ENVIRONMENT: Mapping[str, str] = {}
 SAMPLES_SOURCE = f"sources: [{{name: samples, kind: filesystem, root: {DEFAULT_SAMPLES_ROOT}}}]\n"
@@ -452,6 +453,28 @@ SINGLE_ERRORS = [
     pytest.param(
         "batching: {kernels: cuda}", "batching.kernels", "auto, triton or torch", id="kernels"
     ),
+    pytest.param(
+        "batching: {kernels: yes}",
+        "batching.kernels",
+        "expected auto, triton or torch, got True",
+        id="kernels boolean",
+    ),
+    pytest.param(
+        "server: {host: not an address}",
+        "server.host",
+        "expected an IP address or a host name, got 'not an address'",
+        id="host with spaces",
+    ),
+    pytest.param(
+        "server: {host: 'http://example.com'}", "server.host", "host name", id="host with scheme"
+    ),
+    pytest.param("server: {host: '[::1]'}", "server.host", "host name", id="host in brackets"),
+    pytest.param(
+        "server: {metrics_port: 9464, metrics_host: not an address}",
+        "server.metrics_host",
+        "expected an IP address or a host name, got 'not an address'",
+        id="metrics host with spaces",
+    ),
     pytest.param("limits: {max_output_side: 0}", "limits.max_output_side", "0", id="side 0"),
     pytest.param("limits: {max_frames: 1}", "limits.max_frames", "unknown key", id="limits key"),
     pytest.param("sources: []", "sources", "non-empty list", id="sources empty"),
@@ -750,6 +773,19 @@ def test_metrics_port_and_host_read(tmp_path: Path) -> None:
     assert settings.server.metrics_host == "10.0.0.5"
 
 
+@pytest.mark.parametrize(
+    "host", ["0.0.0.0", "::", "::1", "127.0.0.1", "localhost", "metrics.internal", "img-1.example."]
+)
+def test_listen_hosts_accepted(tmp_path: Path, host: str) -> None:
+    server = f"server: {{host: '{host}', metrics_port: 9464, metrics_host: '{host}'}}\n"
+    path = write_config(tmp_path, server + SAMPLES_SOURCE)
+
+    settings = load_settings(path, environ=NO_ENVIRONMENT)
+
+    assert settings.server.host == host
+    assert settings.server.metrics_host == host
+
+
 def test_env_metrics_port_and_log_format() -> None:
     environ = {"DARKROOM_SERVER__METRICS_PORT": "9464", "DARKROOM_LOGGING__FORMAT": "json"}
 
@@ -858,6 +894,7 @@ def test_yaml_error_does_not_quote_line(tmp_path: Path) -> None:
 
 
 def test_secret_of_wrong_type_not_quoted(tmp_path: Path) -> None:
+    # YAML reads these unquoted secrets in the file as an integer, a list and a date.
     path = write_config(
         tmp_path,
         """\
@@ -866,27 +903,169 @@ def test_secret_of_wrong_type_not_quoted(tmp_path: Path) -> None:
             kind: s3
             bucket: photos
             access_key_id: AKIDEXAMPLE
-            secret_access_key: placeholder
+            secret_access_key: 31415926535897932
+            session_token: [27182818284590452]
         cache:
-          shared: {bucket: results, access_key_id: AKIDEXAMPLE, secret_access_key: placeholder}
+          shared:
+            bucket: results
+            access_key_id: AKIDEXAMPLE
+            secret_access_key: 16180339887498948
+            session_token: 2024-01-01
         """,
     )
-    # YAML reads the numeric secret as an integer, which is not a valid key.
-    environ = {
-        "DARKROOM_SOURCES__BUCKET__SECRET_ACCESS_KEY": "31415926535897932",
-        "DARKROOM_SOURCES__BUCKET__SESSION_TOKEN": "[27182818284590452]",
-        "DARKROOM_CACHE__SHARED__SECRET_ACCESS_KEY": "16180339887498948",
-        "DARKROOM_CACHE__SHARED__SESSION_TOKEN": "14142135623730950",
-    }
 
-    errors = config_errors(path, environ=environ)
+    errors = config_errors(path)
 
     assert has_error(errors, "sources[0].secret_access_key", "expected a string, got int")
     assert has_error(errors, "sources[0].session_token", "expected a string, got a list")
     assert has_error(errors, "cache.shared.secret_access_key", "expected a string, got int")
-    assert has_error(errors, "cache.shared.session_token", "expected a string, got int")
-    for value in environ.values():
-        assert value.strip("[]") not in "\n".join(errors)
+    assert has_error(errors, "cache.shared.session_token", "expected a string, got date")
+    for value in ("31415926535897932", "27182818284590452", "16180339887498948", "2024"):
+        assert value not in "\n".join(errors)
+    # The key is present, so no second line may call it missing.
+    assert not any("missing" in error or "give both" in error for error in errors)
+    assert len(errors) == 4
+
+
+ENV_SECRETS: Final = [
+    pytest.param("abcdefghijklmnopq #tail", id="comment"),
+    pytest.param("12345678901234567890", id="digits"),
+    pytest.param("0x1F0x1F0x1F0x1F", id="hexadecimal"),
+    pytest.param("Yes", id="boolean"),
+    pytest.param("2024-01-01", id="date"),
+    pytest.param("a: b", id="mapping"),
+    pytest.param("[k]", id="list"),
+    pytest.param("'quoted'", id="quotes"),
+]
+
+
+@pytest.mark.parametrize("secret", ENV_SECRETS)
+def test_environment_s3_secret_verbatim(tmp_path: Path, secret: str) -> None:
+    path = write_config(
+        tmp_path,
+        """\
+        sources:
+          - name: bucket
+            kind: s3
+            bucket: photos
+        cache:
+          shared: {bucket: results}
+        """,
+    )
+    environ = {
+        "DARKROOM_SOURCES__BUCKET__ACCESS_KEY_ID": secret,
+        "DARKROOM_SOURCES__BUCKET__SECRET_ACCESS_KEY": secret,
+        "DARKROOM_SOURCES__BUCKET__SESSION_TOKEN": secret,
+        "DARKROOM_CACHE__SHARED__ACCESS_KEY_ID": secret,
+        "DARKROOM_CACHE__SHARED__SECRET_ACCESS_KEY": secret,
+        "DARKROOM_CACHE__SHARED__SESSION_TOKEN": secret,
+    }
+
+    settings = load_settings(path, environ=environ)
+
+    options = settings.sources[0].options
+    assert isinstance(options, S3Options)
+    assert options.access_key_id == secret
+    assert options.secret_access_key == secret
+    assert options.session_token == secret
+    shared = settings.cache.shared
+    assert shared is not None
+    assert shared.access_key_id == secret
+    assert shared.secret_access_key == secret
+    assert shared.session_token == secret
+    assert type(options.secret_access_key) is str
+
+
+@pytest.mark.parametrize("secret", [*ENV_SECRETS, pytest.param("a" * 16, id="plain")])
+def test_environment_signing_key_verbatim(one_source_config: Path, secret: str) -> None:
+    # Keys shorter than 16 characters are padded, because the length check is not under test.
+    key = secret.ljust(16, "_")
+    environ = {"DARKROOM_SOURCES__TEAM_A__SIGNING_KEY": key}
+
+    settings = load_settings(one_source_config, environ=environ)
+
+    assert settings.sources[0].signing_keys == (key,)
+    assert type(settings.sources[0].signing_keys[0]) is str
+
+
+def test_environment_signing_keys_list(one_source_config: Path) -> None:
+    environ = {"DARKROOM_SOURCES__TEAM_A__SIGNING_KEYS": "[aaaaaaaaaaaaaaaa, bbbbbbbbbbbbbbbb]"}
+
+    settings = load_settings(one_source_config, environ=environ)
+
+    assert settings.sources[0].signing_keys == ("aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb")
+
+
+def test_environment_short_signing_key_reported(one_source_config: Path) -> None:
+    environ = {"DARKROOM_SOURCES__TEAM_A__SIGNING_KEY": "a: b"}
+
+    errors = config_errors(one_source_config, environ=environ)
+
+    assert errors == ["sources[0].signing_key: expected keys of at least 16 characters"]
+
+
+def test_signing_key_of_wrong_type_reported(tmp_path: Path, pictures: Path) -> None:
+    path = write_config(
+        tmp_path,
+        f"""\
+        sources:
+          - name: team-a
+            kind: filesystem
+            root: {pictures}
+            signing_key: 12345678901234567890
+        """,
+    )
+
+    errors = config_errors(path)
+
+    assert errors == ["sources[0].signing_key: expected each key to be a string, got int; quote it"]
+
+
+def test_environment_text_keys_verbatim(one_source_config: Path) -> None:
+    environ = {
+        "DARKROOM_LOGGING__FORMAT": "json",
+        "DARKROOM_SOURCES__TEAM_A__DEFAULTS__BG": "ff0000",
+        "DARKROOM_SOURCES__TEAM_A__DEFAULTS__Q": "070",
+    }
+
+    settings = load_settings(one_source_config, environ=environ)
+
+    assert settings.logging.format == "json"
+    assert settings.sources[0].defaults["bg"] == "ff0000"
+    assert settings.sources[0].defaults["q"] == "070"
+
+
+def test_environment_numbers_and_booleans_parsed(one_source_config: Path) -> None:
+    environ = {
+        "DARKROOM_SERVER__PORT": "8080",
+        "DARKROOM_SERVER__WATCH_CONFIG": "true",
+        "DARKROOM_SERVER__SHUTDOWN_TIMEOUT": "2.5",
+        "DARKROOM_SOURCES__TEAM_A__HOSTS": "[img.example.com]",
+    }
+
+    settings = load_settings(one_source_config, environ=environ)
+
+    assert settings.server.port == 8080
+    assert settings.server.watch_config is True
+    assert settings.server.shutdown_timeout == 2.5
+    assert settings.sources[0].hosts == ("img.example.com",)
+
+
+def test_environment_mapping_merged(one_source_config: Path) -> None:
+    environ = {"DARKROOM_SERVER": "{port: 8080}"}
+
+    settings = load_settings(one_source_config, environ=environ)
+
+    assert settings.server.port == 8080
+
+
+def test_environment_empty_value_removes_key(one_source_config: Path) -> None:
+    environ = {"DARKROOM_SERVER__PORT": "", "DARKROOM_SERVER__HOST": ""}
+
+    settings = load_settings(one_source_config, environ=environ)
+
+    assert settings.server.port == ServerSettings().port
+    assert settings.server.host == ServerSettings().host
 
 
 @pytest.mark.parametrize(

@@ -339,7 +339,7 @@ async def test_blur_over_limit_is_400(client: Client) -> None:
 
     assert response.status == 400
     assert body["error"]["message"] == (
-        "blur: expected a number greater than 0 and at most 250, got '1000'"
+        "blur: expected a decimal number greater than 0 and at most 250, got '1000'"
     )
 
 

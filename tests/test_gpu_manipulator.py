@@ -470,6 +470,16 @@ async def test_select_auto_without_gpu() -> None:
     assert manipulator.device == "cpu"
 
 
+@pytest.mark.parametrize("device", ["cpu", "auto"])
+def test_select_rejects_triton_on_cpu(monkeypatch: pytest.MonkeyPatch, device: str) -> None:
+    # The CPU manipulator never runs the kernels, whatever TRITON_INTERPRET says.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    batching = BatchSettings(kernels="triton")
+
+    with pytest.raises(UnsupportedDeviceError, match=r"batching\.kernels is triton, but device"):
+        create_manipulator(device, workers=1, batching=batching, metrics=Metrics())
+
+
 def test_select_rejects_unknown_device() -> None:
     with pytest.raises(UnsupportedDeviceError, match="expected auto, cpu, cuda or cuda:N"):
         create_manipulator("cuda:x", workers=1, batching=BatchSettings(), metrics=Metrics())

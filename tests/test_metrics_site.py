@@ -15,7 +15,7 @@ from pytest_aiohttp import AiohttpClient
 
 from darkroom_gpu.config import Settings
 from darkroom_gpu.server import create_app
-from darkroom_gpu.server.metrics_site import MetricsListenError
+from darkroom_gpu.server.metrics_site import MetricsListenError, listen_url
 from darkroom_gpu.server.state import READY
 from tests.conftest import Client, make_settings, source_settings
 
@@ -70,7 +70,20 @@ async def test_main_port_answers_metrics_404(
     response = await client.get("/metrics")
     body = await response.json()
     assert body["error"]["code"] == "not_found"
-    assert body["error"]["message"] == "/metrics is not served on this port"
+    assert body["error"]["message"] == "/metrics is served on the metrics port, not on this one"
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:3202/metrics"),
+        ("localhost", "http://localhost:3202/metrics"),
+        ("::1", "http://[::1]:3202/metrics"),
+        ("::", "http://[::]:3202/metrics"),
+    ],
+)
+def test_listen_url_brackets_ipv6(host: str, expected: str) -> None:
+    assert listen_url(host, 3202, "/metrics") == expected
 
 
 async def test_metrics_port_serves_nothing_else(

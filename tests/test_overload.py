@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import signal
 import subprocess
 import sys
@@ -90,6 +92,24 @@ async def test_limiter_counts_rejections() -> None:
                 pass
 
     assert len(rejections) == 3
+
+
+@pytest.mark.parametrize(
+    ("max_concurrency", "expected"),
+    [(1, "1 image request admitted"), (2, "2 image requests admitted")],
+)
+async def test_limiter_warning_counts_requests(
+    caplog: pytest.LogCaptureFixture, max_concurrency: int, expected: str
+) -> None:
+    limiter = ConcurrencyLimiter(max_concurrency, 0)
+
+    with contextlib.ExitStack() as admissions, caplog.at_level(logging.WARNING):
+        for _ in range(max_concurrency):
+            admissions.enter_context(limiter.admit())
+        with pytest.raises(OverloadedError), limiter.admit():
+            pass
+
+    assert f"overloaded: {expected} (max_concurrency" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -324,7 +344,7 @@ async def test_sigterm_drains_in_flight_request(
     assert running_after_sigterm, server.output()
     assert slow_status == 200, server.output()
     assert return_code == 0, server.output()
-    assert "shutting down: no new connections; 1 image requests in flight" in server.output()
+    assert "shutting down: no new connections; 1 image request in flight" in server.output()
 
 
 async def test_sigterm_cancels_after_shutdown_timeout(

@@ -7,12 +7,15 @@ Environment overrides use ``__`` to step into a mapping, and a source is address
 ``DARKROOM_SERVER__PORT=8080``, ``DARKROOM_DEVICE=cpu``,
 ``DARKROOM_LIMITS__MAX_SOURCE_BYTES=1048576``, ``DARKROOM_LOGGING__FORMAT=json``,
 ``DARKROOM_SOURCES__SAMPLES__CACHE_TTL=60``.
-Values are read as YAML scalars, so ``8080`` is an integer and ``true`` a boolean.
+A value is taken verbatim by keys that expect a string, secrets included, and parsed as YAML by
+the others, so ``8080`` is an integer, ``true`` a boolean and ``[a, b]`` a list. An empty value
+removes the key, so its default applies.
 ``DARKROOM_CONFIG`` names the configuration file when ``--config`` is not given.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -21,7 +24,13 @@ from typing import Any, Final
 
 import yaml
 
-from darkroom_gpu.config.reader import ConfigError, ConfigReader, describe
+from darkroom_gpu.config.reader import (
+    ConfigError,
+    ConfigReader,
+    EnvironmentValue,
+    describe,
+    typed_value,
+)
 from darkroom_gpu.config.settings import (
     DEFAULT_SAMPLES_ROOT,
     KERNEL_CHOICES,
@@ -40,7 +49,7 @@ from darkroom_gpu.config.settings import (
 from darkroom_gpu.errors import InvalidParameterError
 from darkroom_gpu.options import parse_options
 
-__all__ = ("RESERVED_PREFIXES", "load_settings")
+__all__ = ("MIN_SIGNING_KEY_LENGTH", "RESERVED_PREFIXES", "load_settings")
 
 ENV_PREFIX: Final = "DARKROOM_"
 ENV_CONFIG_FILE: Final = "DARKROOM_CONFIG"
@@ -49,6 +58,11 @@ DEVICE_PATTERN: Final = re.compile(r"auto|cpu|cuda(:\d+)?")
 SOURCE_NAME_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 MIN_SIGNING_KEY_LENGTH: Final = 16
 HOST_NAME_PATTERN: Final = re.compile(r"[a-z0-9.-]+|\[[0-9a-f:.]+\]")
+# A DNS name of letters, digits and inner hyphens per label (RFC 1123), checked without a lookup.
+LISTEN_HOST_PATTERN: Final = re.compile(
+    r"(?=.{1,253}\.?$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\.?",
+    re.IGNORECASE,
+)
 
 # Paths the server serves itself, which a source prefix may not shadow.
 RESERVED_PREFIXES: Final = ("/ping", "/healthz", "/readyz", "/metrics", "/_")
@@ -136,10 +150,9 @@ def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str], errors: 
         if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG_FILE:
             continue
         keys = [part.lower() for part in name[len(ENV_PREFIX) :].split(ENV_SEPARATOR)]
-        try:
-            value = yaml.safe_load(environ[name])
-        except yaml.YAMLError:
-            value = environ[name]
+        # Parsed later by the getter that reads the key, so a string such as a secret with " #"
+        # in it is never cut as a YAML comment.
+        value = EnvironmentValue(environ[name]) if environ[name] else None
 
         if keys[0] == "sources":
             _apply_source_override(raw, name, keys[1:], value, errors)
@@ -174,6 +187,9 @@ def _nest(keys: list[str], value: Any) -> Any:
 
 def _merge(target: dict[str, Any], key: str, value: Any) -> None:
     current = target.get(key)
+    if isinstance(current, dict):
+        # A whole mapping set from the environment, such as DARKROOM_SERVER='{port: 8080}'.
+        value = typed_value(value)
     if isinstance(current, dict) and isinstance(value, dict):
         for inner_key, inner_value in value.items():
             _merge(current, inner_key, inner_value)
@@ -220,7 +236,7 @@ def _validate(top: ConfigReader) -> Settings | None:
 
 def _validate_server(reader: ConfigReader) -> ServerSettings:
     defaults = ServerSettings()
-    host = reader.text("host", defaults.host) or defaults.host
+    host = _validate_listen_host(reader, "host") or defaults.host
     port = reader.integer("port", defaults.port, 1, 65535)
     workers = reader.integer("workers", defaults.workers, 1, 256)
     watch_config = reader.boolean("watch_config", defaults.watch_config)
@@ -242,8 +258,22 @@ def _validate_server(reader: ConfigReader) -> ServerSettings:
     )
 
 
+def _validate_listen_host(reader: ConfigReader, name: str) -> str | None:
+    # Checked by syntax only: a DNS lookup at start would make validation depend on the network.
+    host = reader.text(name) or None
+    if host is None:
+        return None
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not LISTEN_HOST_PATTERN.fullmatch(host):
+            reader.invalid(name, f"expected an IP address or a host name, got {host!r}")
+            return None
+    return host
+
+
 def _validate_metrics_address(reader: ConfigReader, port: int) -> tuple[str | None, int | None]:
-    metrics_host = reader.text("metrics_host") or None
+    metrics_host = _validate_listen_host(reader, "metrics_host")
     if reader.get("metrics_port") is None:
         if metrics_host is not None:
             reader.invalid(
@@ -297,12 +327,15 @@ def _validate_batching(reader: ConfigReader) -> BatchSettings:
 
 
 def _validate_kernels(reader: ConfigReader, default: str) -> str:
-    kernels = reader.text("kernels", default) or default
+    # Read raw, so that a YAML boolean (kernels: yes) is reported with the allowed values too.
+    kernels = reader.get("kernels")
+    if kernels is None:
+        return default
     if kernels not in KERNEL_CHOICES:
         expected = ", ".join(KERNEL_CHOICES[:-1]) + " or " + KERNEL_CHOICES[-1]
         reader.invalid("kernels", f"expected {expected}, got {kernels!r}")
         return default
-    return kernels
+    return str(kernels)
 
 
 def _validate_cache(reader: ConfigReader) -> CacheSettings:
@@ -319,7 +352,8 @@ def _validate_shared_store(reader: ConfigReader) -> SharedStoreSettings | None:
     bucket = reader.required_text("bucket", "the shared result store needs a bucket")
     key_id = reader.text("access_key_id")
     secret = reader.secret("secret_access_key")
-    if (key_id is None) != (secret is None):
+    # Presence is checked on the raw values, so a value of the wrong type is reported only once.
+    if (reader.get("access_key_id") is None) != (reader.get("secret_access_key") is None):
         reader.invalid("access_key_id", "give both access_key_id and secret_access_key, or neither")
     store = SharedStoreSettings(
         bucket=bucket or "",
@@ -405,7 +439,7 @@ def _validate_source(
 
 def _validate_signing_keys(reader: ConfigReader) -> tuple[str, ...]:
     one = reader.get("signing_key")
-    several = reader.get("signing_keys")
+    several = reader.value("signing_keys")
     if one is not None and several is not None:
         reader.invalid("signing_key", "give signing_key or signing_keys, not both")
         return ()
@@ -418,11 +452,14 @@ def _validate_signing_keys(reader: ConfigReader) -> tuple[str, ...]:
         reader.invalid(name, f"expected a non-empty list of keys, got {describe(keys)}")
         return ()
     for key in keys:
+        if not isinstance(key, str):
+            reader.invalid(name, f"expected each key to be a string, got {describe(key)}; quote it")
+            return ()
         # HMAC keys shorter than this are guessable offline from a single signed URL.
-        if not isinstance(key, str) or len(key) < MIN_SIGNING_KEY_LENGTH:
+        if len(key) < MIN_SIGNING_KEY_LENGTH:
             reader.invalid(name, f"expected keys of at least {MIN_SIGNING_KEY_LENGTH} characters")
             return ()
-    return tuple(keys)
+    return tuple(str(key) for key in keys)
 
 
 def _validate_kind_options(reader: ConfigReader, kind: str) -> object | None:
@@ -457,7 +494,7 @@ def _validate_prefix(reader: ConfigReader) -> str | None:
 
 
 def _validate_hosts(reader: ConfigReader) -> tuple[str, ...]:
-    value = reader.get("hosts")
+    value = reader.value("hosts")
     if value is None:
         return ()
     if not isinstance(value, list) or not all(isinstance(host, str) for host in value):
@@ -500,8 +537,9 @@ def _check_routes_unique(raw_sources: list[Any], errors: list[str]) -> None:
         # Sources routed by host may share a prefix with each other and with the rest.
         if isinstance(source.get("prefix"), str) and not source.get("hosts"):
             keys.append(("prefix", source["prefix"].rstrip("/")))
-        if isinstance(source.get("hosts"), list):
-            keys.extend(("host", str(host).lower()) for host in source["hosts"])
+        hosts = typed_value(source.get("hosts"))
+        if isinstance(hosts, list):
+            keys.extend(("host", str(host).lower()) for host in hosts)
         for key in keys:
             if key in seen:
                 errors.append(

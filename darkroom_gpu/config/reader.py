@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ("ConfigError", "ConfigReader")
+import yaml
+
+__all__ = ("ConfigError", "ConfigReader", "EnvironmentValue", "typed_value")
 
 
 class ConfigError(Exception):
@@ -14,6 +16,29 @@ class ConfigError(Exception):
     def __init__(self, errors: list[str]) -> None:
         super().__init__("invalid configuration:\n  " + "\n  ".join(errors))
         self.errors = errors
+
+
+class EnvironmentValue(str):
+    """The text of a ``DARKROOM_*`` environment variable, kept exactly as it was set.
+
+    String getters return it verbatim, so a secret that contains `` #``, looks like a number
+    (``0x1F``, 20 digits), a boolean (``Yes``), a date or a mapping (``a: b``) is not altered.
+    Getters of numbers, booleans, lists and mappings parse it as YAML instead (`typed_value`).
+    """
+
+    __slots__ = ()
+
+    def parse(self) -> Any:
+        """Parse the text as YAML, or return it as a plain string when it is not valid YAML."""
+        try:
+            return yaml.safe_load(str(self))
+        except yaml.YAMLError:
+            return str(self)
+
+
+def typed_value(value: Any) -> Any:
+    """Return `value`, with an `EnvironmentValue` parsed as YAML (``8080``, ``[a, b]``)."""
+    return value.parse() if isinstance(value, EnvironmentValue) else value
 
 
 class ConfigReader:
@@ -34,6 +59,7 @@ class ConfigReader:
         self.where = where
         self.errors = errors
         self.base_dir = base_dir
+        raw = typed_value(raw)
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
@@ -63,9 +89,13 @@ class ConfigReader:
         self.known.add(name)
         return self.raw.get(name)
 
+    def value(self, name: str) -> Any:
+        """Return the value at `name` like `get`, with an environment value parsed as YAML."""
+        return typed_value(self.get(name))
+
     def integer(self, name: str, default: int, low: int, high: int) -> int:
         """Read an integer within [`low`, `high`]."""
-        value = self.get(name)
+        value = self.value(name)
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -75,7 +105,7 @@ class ConfigReader:
 
     def number(self, name: str, default: float, low: float, high: float) -> float:
         """Read an integer or decimal number within [`low`, `high`]."""
-        value = self.get(name)
+        value = self.value(name)
         if value is None:
             return default
         valid = isinstance(value, int | float) and not isinstance(value, bool)
@@ -92,7 +122,8 @@ class ConfigReader:
         if not isinstance(value, str):
             self.invalid(name, f"expected a string, got {value!r}")
             return default
-        return value
+        # str() drops the EnvironmentValue type, so settings hold plain strings.
+        return str(value)
 
     def secret(self, name: str) -> str | None:
         """Read a string, such as a password, whose value no error message may show."""
@@ -100,9 +131,9 @@ class ConfigReader:
         if value is None:
             return None
         if not isinstance(value, str):
-            self.invalid(name, f"expected a string, got {describe(value)}")
+            self.invalid(name, f"expected a string, got {describe(value)}; quote it in YAML")
             return None
-        return value
+        return str(value)
 
     def required_text(self, name: str, what: str) -> str | None:
         """Read a string that must be present; `what` describes its purpose in the error message."""
@@ -114,7 +145,7 @@ class ConfigReader:
 
     def boolean(self, name: str, default: bool) -> bool:
         """Read ``true`` or ``false``."""
-        value = self.get(name)
+        value = self.value(name)
         if value is None:
             return default
         if not isinstance(value, bool):
@@ -129,7 +160,7 @@ class ConfigReader:
 
     def mapping(self, name: str) -> dict[str, Any]:
         """Read a mapping (empty when absent)."""
-        value = self.get(name)
+        value = self.value(name)
         if value is None:
             return {}
         if not isinstance(value, dict):

@@ -37,12 +37,15 @@ def create_manipulator(
     Raises:
         UnsupportedDeviceError: a CUDA device was requested but torch sees no GPU, or the
             index is not below the number of GPUs; or `device` is none of the forms above.
-            Also when ``batching.kernels`` is ``triton`` and Triton is not installed.
+            Also when ``batching.kernels`` is ``triton`` and Triton is not installed, or the
+            CPU manipulator is chosen, which never runs the kernels.
     """
     if device == "cpu":
+        _check_kernels_on_cpu(batching, "device is cpu")
         return CpuManipulator(workers=workers)
     if device == "auto":
         if not torch.cuda.is_available():
+            _check_kernels_on_cpu(batching, "device is auto and torch finds no CUDA GPU")
             logger.info("device auto: torch finds no CUDA GPU, using the CPU manipulator")
             return CpuManipulator(workers=workers)
         device = "cuda:0"
@@ -71,6 +74,17 @@ def create_manipulator(
         )
     except KernelUnavailableError as exc:
         raise UnsupportedDeviceError(str(exc)) from exc
+
+
+def _check_kernels_on_cpu(batching: BatchSettings, reason: str) -> None:
+    # TRITON_INTERPRET=1 does not help here: it runs the kernels on the CPU only inside a GPU
+    # manipulator built for a CPU device (as tests and benchmarks do), never in the CPU one.
+    if batching.kernels == "triton":
+        raise UnsupportedDeviceError(
+            f"batching.kernels is triton, but {reason}, so images are processed by the CPU "
+            "manipulator, which does not batch and never runs the Triton kernels; set "
+            "batching.kernels to auto or torch, or use a CUDA device"
+        )
 
 
 def _cuda_index(device: str) -> int:

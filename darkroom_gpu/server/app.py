@@ -147,9 +147,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 async def _log_shutdown(app: web.Application) -> None:
     # aiohttp calls this once the listening sockets are closed, before it waits for requests
     # in flight (up to server.shutdown_timeout, see cli.py).
+    admitted = app[LIMITER].admitted
     logger.info(
-        "shutting down: no new connections; %d image requests in flight",
-        app[LIMITER].admitted,
+        "shutting down: no new connections; %d image %s in flight",
+        admitted,
+        "request" if admitted == 1 else "requests",
     )
 
 

@@ -121,9 +121,10 @@ class ConcurrencyLimiter:
             return
         self._last_warning = now
         logger.warning(
-            "overloaded: %d image requests admitted (max_concurrency %d + max_queue %d); "
+            "overloaded: %d image %s admitted (max_concurrency %d + max_queue %d); "
             "answering 503 (%d rejected so far)",
             self.admitted,
+            "request" if self.admitted == 1 else "requests",
             self.max_concurrency,
             self.max_queue,
             self.rejected,

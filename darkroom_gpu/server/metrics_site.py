@@ -21,7 +21,7 @@ from darkroom_gpu.server.middleware import request_middleware
 from darkroom_gpu.server.routes import handle_metrics
 from darkroom_gpu.server.state import METRICS
 
-__all__ = ("MetricsListenError", "create_metrics_app", "metrics_site_context")
+__all__ = ("MetricsListenError", "create_metrics_app", "listen_url", "metrics_site_context")
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,13 @@ class MetricsListenError(Exception):
         super().__init__(f"cannot listen on {address}: {reason}")
         self.address = address
         self.reason = reason
+
+
+def listen_url(host: str, port: int, path: str = "") -> str:
+    """Return the ``http://`` URL of `host`:`port`, with an IPv6 address in brackets (RFC 3986)."""
+    # Host names never contain ':', so any host with one is an IPv6 address.
+    authority = f"[{host}]" if ":" in host else host
+    return f"http://{authority}:{port}{path}"
 
 
 def create_metrics_app(metrics: Metrics) -> web.Application:
@@ -73,7 +80,7 @@ async def metrics_site_context(
         create_metrics_app(app[METRICS]), access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT
     )
     await runner.setup()
-    address = f"http://{host}:{port}/metrics"
+    address = listen_url(host, port, "/metrics")
     try:
         await web.TCPSite(runner, host, port).start()
     except OSError as exc:

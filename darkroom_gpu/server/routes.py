@@ -57,10 +57,11 @@ async def handle_metrics(request: web.Request) -> web.Response:
 async def handle_metrics_moved(request: web.Request) -> web.Response:
     """Raise 404 for ``/metrics`` on the main port when ``server.metrics_port`` moved it.
 
-    The route exists so that the path never reaches a source, which could serve a file named
-    ``metrics``. The message does not name the metrics port, which clients have no need of.
+    The route takes every method, so that any request gets the same 404 and the path never
+    reaches a source, which could serve a file named ``metrics``. The message does not give the
+    metrics port's number, which clients have no need of.
     """
-    raise NotFoundError("/metrics is not served on this port")
+    raise NotFoundError("/metrics is served on the metrics port, not on this one")
 
 
 async def handle_reserved(request: web.Request) -> web.Response:

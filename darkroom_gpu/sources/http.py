@@ -428,7 +428,7 @@ async def _read_body(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
 
 def _read_networks(reader: ConfigReader, name: str) -> tuple[IPNetwork, ...] | None:
     """Read a list of networks; return ``None`` after recording an error."""
-    value = reader.get(name)
+    value = reader.value(name)
     if value is None:
         return ()
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):

@@ -142,11 +142,15 @@ class S3Source(Source):
         access_key_id = reader.text("access_key_id")
         secret_access_key = reader.secret("secret_access_key")
         session_token = reader.secret("session_token")
-        if access_key_id is not None and secret_access_key is None:
+        # Presence is checked on the raw values, so a value of the wrong type, already reported
+        # by its getter, is not also reported as missing.
+        has_key_id = reader.get("access_key_id") is not None
+        has_secret = reader.get("secret_access_key") is not None
+        if has_key_id and not has_secret:
             reader.invalid("secret_access_key", "missing; access_key_id is set, so it needs one")
-        if secret_access_key is not None and access_key_id is None:
+        if has_secret and not has_key_id:
             reader.invalid("access_key_id", "missing; secret_access_key is set, so it needs one")
-        if session_token is not None and access_key_id is None:
+        if reader.get("session_token") is not None and not has_key_id:
             reader.invalid("session_token", "needs access_key_id and secret_access_key next to it")
 
         timeouts = read_timeouts(reader)
