@@ -116,17 +116,15 @@ async def _serve(
 
     timings: dict[str, float] = {}
     source_object = await _fetch(request, route, timings)
-    key = result_key(
-        source_object.identity,
-        options.canonical() if not options.is_identity else "original",
-        negotiated or "",
-    )
+    # An empty canonical form means identity options (`ProcessingOptions.is_identity`).
+    canonical = options.canonical()
+    key = result_key(source_object.identity, canonical or "original", negotiated or "")
     headers = _cache_headers(settings, source_object, key, options)
     candidates = _if_none_match(request)
     if headers["ETag"] in candidates:
         return web.Response(status=304, headers=headers)
 
-    if options.is_identity:
+    if not canonical:
         fmt = codecs.sniff(source_object.data)
         if fmt is None:
             raise UnsupportedMediaTypeError("the source is not an image in a supported format")
