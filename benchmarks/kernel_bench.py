@@ -284,12 +284,12 @@ def timed(
 def max_difference(first: Sequence[torch.Tensor], second: Sequence[torch.Tensor]) -> int:
     """Return the largest difference between two backends' results, in 8-bit levels."""
     largest = 0
-    for one, other in zip(first, second, strict=True):
-        if one.shape != other.shape:
+    for left, right in zip(first, second, strict=True):
+        if left.shape != right.shape:
             raise RuntimeError(
-                f"the backends' results differ in shape: {one.shape} vs {other.shape}"
+                f"the backends' results differ in shape: {left.shape} vs {right.shape}"
             )
-        largest = max(largest, int((one.int() - other.int()).abs().max()))
+        largest = max(largest, int((left.int() - right.int()).abs().max()))
     return largest
 
 

@@ -3,8 +3,8 @@
 Commands are read from fenced blocks marked ``sh``, ``bash``, ``shell`` or ``console``, and from
 unmarked blocks whose first line starts like a command. Lines joined with ``\\`` count as one
 command, ``&&`` separates commands, and a trailing ``# comment`` is dropped. `COVERAGE` maps
-each command to the tests that run it, to ``.ci/run``, or to the reason nothing here runs it;
-a command added to the documentation without an entry fails `test_every_command_is_covered`.
+each command to the tests that run it, to ``.ci/run``, or to the reason nothing here runs it.
+A command added to the documentation without an entry fails `test_every_command_is_covered`.
 
 The tests below run the commands that need no GPU, container engine, cluster or package index,
 as written, with two substitutions: ``.venv/bin/`` becomes the folder of the running Python,

@@ -472,7 +472,7 @@ async def test_select_auto_without_gpu() -> None:
 
 @pytest.mark.parametrize("device", ["cpu", "auto"])
 def test_select_rejects_triton_on_cpu(monkeypatch: pytest.MonkeyPatch, device: str) -> None:
-    # The CPU manipulator never runs the kernels, whatever TRITON_INTERPRET says.
+    # The CPU manipulator never runs the kernels, whatever the value of TRITON_INTERPRET.
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     batching = BatchSettings(kernels="triton")
 

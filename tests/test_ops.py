@@ -202,7 +202,7 @@ def test_op_float_matches_uint8(case: str, channels: int, device: str) -> None:
     from_float = OP_CASES[case](image.float())
     difference = (from_float - from_uint8).abs()
     # The CPU resizes uint8 RGB with torch's uint8 kernel, which rounds to 8 bits between its
-    # two passes; elsewhere uint8 results are the float results rounded.
+    # two passes. Elsewhere, uint8 results are the float results rounded.
     bound = 1.0 if case.startswith("resize") else 0.5 + 1e-3
     if from_uint8.shape[-3] == 4:
         # uint8 results zero the colour where a small alpha rounds to 0, so compare colour only

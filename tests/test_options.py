@@ -133,7 +133,7 @@ def test_error_message_wording() -> None:
         "mono=zz": "mono: expected a hex colour RRGGBB, got 'zz'",
         "w=1&w=2": "w: expected a single value, got '1' and '2'",
         "w=4000&dpr=4": "dpr: w x dpr is 4000 x 4 = 16000, over the maximum side 8192",
-        # In range, but exponents are not accepted, so the message asks for a decimal number.
+        # In range, but exponents are not accepted, so the message names a decimal number.
         "rot=1e5": "rot: expected a decimal number of degrees from -360000 to 360000, got '1e5'",
         "blur=1e2": "blur: expected a decimal number greater than 0 and at most 250, got '1e2'",
         "dpr=2e0": "dpr: expected a decimal number from 1 to 4, got '2e0'",

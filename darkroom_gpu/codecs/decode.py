@@ -27,8 +27,8 @@ __all__ = ("SHRINK_ON_LOAD_MARGIN", "DecodedImage", "convert_frame", "decode", "
 
 # Decode JPEGs at a reduced DCT scale only down to twice the scaled size, so the final
 # antialiased resize still has detail to average, as libvips does. thumbor and imgproxy decode
-# down to the scaled size itself: a third less CPU time for the 300-pixel thumbnail of a
-# 3264x2448 JPEG, but where the DCT scale lands on the target, its pixels differ from an
+# down to the scaled size itself, which saves a third of the CPU time of a 300-pixel thumbnail
+# of a 3264x2448 JPEG. But where the DCT scale lands on the target, those pixels differ from an
 # antialiased resize by 3.7 levels on average (640x480 photo to 320x240).
 SHRINK_ON_LOAD_MARGIN: Final = 2
 

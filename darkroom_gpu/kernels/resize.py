@@ -1,7 +1,7 @@
 """Ragged-batch antialiased resize with fused colour work, as two Triton kernels.
 
 The horizontal pass reads the packed uint8 sources, decoding sRGB through a table and
-premultiplying alpha where an image's flags say so. It writes each image's rows, resized to
+premultiplying alpha where an image's flags request it. It writes each image's rows, resized to
 the target width, into a float32 scratch buffer. The vertical pass resizes the columns to the
 target height and finishes each pixel: it unpremultiplies, encodes sRGB, rounds, makes the
 pixel gray or tinted, flattens it over the background and writes uint8. A whole batch is two

@@ -198,5 +198,6 @@ def _parser_reason(error: HttpProcessingError) -> str:
     (``Got more than 8190 bytes when reading: b'...'``), which may hold a URL signature or a
     credential, and may span several lines.
     """
-    reason = _PARSER_REASON.match(error.message or "")
-    return reason.group().strip() if reason and reason.group().strip() else "malformed request"
+    words = _PARSER_REASON.match(error.message or "")
+    reason = words.group().strip() if words else ""
+    return reason or "malformed request"
