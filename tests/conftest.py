@@ -12,7 +12,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from hypothesis import settings
-from moto.server import ThreadedMotoServer
 from PIL import Image
 from pytest_aiohttp import AiohttpClient
 
@@ -34,6 +33,10 @@ ClientFactory = Callable[..., Awaitable[Client]]
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """Start one moto S3 server on 127.0.0.1 for the session and return its URL."""
+    # Imported here so that the CUDA tests also run where moto is not installed (a GPU machine
+    # given only the server's packages).
+    from moto.server import ThreadedMotoServer
+
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

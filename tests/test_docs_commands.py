@@ -370,6 +370,35 @@ def test_gpu_check_dry_run(tmp_path: Path) -> None:
     assert report["rows"]
 
 
+def test_cuda_tests_need_no_test_extras() -> None:
+    # The device script carries only what the server needs, so the files it runs with -m cuda
+    # must not need the S3 server or the deployment schemas, even to be collected.
+    blocked = ("moto", "boto3", "kubernetes_validate", "check_jsonschema")
+    files = sorted(
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "tests").glob("test_*.py")
+        if "mark.cuda" in path.read_text(encoding="utf-8")
+    )
+    program = (
+        "import sys, pytest\n"
+        f"sys.modules.update(dict.fromkeys({blocked!r}))\n"
+        "sys.exit(pytest.main(['-q', '--collect-only', '-m', 'cuda', *sys.argv[1:]]))\n"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", program, *files],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert "tests/test_gpu_equivalence.py" in files
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "error" not in result.stdout.lower(), result.stdout[-4000:]
+
+
 def test_sign_commands(tmp_path: Path, image_root: Path) -> None:
     (tmp_path / "darkroom.yaml").write_text(
         textwrap.dedent(
