@@ -398,6 +398,9 @@ class Report:
 async def run(args: argparse.Namespace) -> int:
     """Run both suites, write the report, and return 1 when any request failed, else 0."""
     device = torch.device(args.device)
+    if device.type == "cuda":
+        # The kernel suite launches Triton from this thread, on its current device.
+        torch.cuda.set_device(device)
     batch_sizes = DRY_BATCH_SIZES if args.dry_run else FULL_BATCH_SIZES
     levels = DRY_CONCURRENCY if args.dry_run else FULL_CONCURRENCY
     iterations = DRY_ITERATIONS if args.dry_run else FULL_ITERATIONS

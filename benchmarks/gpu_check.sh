@@ -55,10 +55,17 @@ export PYTHONUNBUFFERED=1
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null \
         || echo "nvidia-smi: not available"
     "$python" - <<'EOF'
+import os
 import platform
+import shutil
+import sysconfig
 import torch
 import torchvision
 print("python", platform.python_version())
+# Triton builds its kernel launchers with a C compiler and Python's headers.
+headers = os.path.join(sysconfig.get_paths()["include"], "Python.h")
+print("cc", os.environ.get("CC") or shutil.which("gcc") or shutil.which("clang") or "MISSING")
+print("Python.h", headers if os.path.exists(headers) else "MISSING")
 print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())
 print("torchvision", torchvision.__version__)
 if torch.cuda.is_available():

@@ -188,6 +188,15 @@ def test_dockerfile_healthcheck_hits_healthz() -> None:
     compile(command[2], "HEALTHCHECK", "exec")
 
 
+def test_dockerfile_has_triton_build_tools() -> None:
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    runtime_stage = text.rsplit("\nFROM ", 1)[1]
+    packages = re.search(r"apt-get install -y --no-install-recommends ([^\\&]+)", runtime_stage)
+
+    assert packages is not None
+    assert {"python3", "gcc", "libc6-dev", "python3-dev"} <= set(packages.group(1).split())
+
+
 def test_dockerfile_copies_files_in_context() -> None:
     text = DOCKERFILE.read_text(encoding="utf-8")
     ignored = {

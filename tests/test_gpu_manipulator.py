@@ -104,6 +104,7 @@ class Recording(GpuManipulator):
         decode_failure: raised by batched decodes of more than one source.
         rejected_size: byte length of a source that the decoder rejects.
         transform_failure: raised by every transform.
+        probe_failure: raised by every device probe.
     """
 
     def __init__(self, batching: BatchSettings = ROOMY, metrics: Metrics | None = None) -> None:
@@ -115,6 +116,7 @@ class Recording(GpuManipulator):
         self.decode_failure: Exception | None = None
         self.rejected_size = -1
         self.transform_failure: Exception | None = None
+        self.probe_failure: Exception | None = None
 
     def decode_jpegs(self, sources: list[torch.Tensor]) -> list[torch.Tensor]:
         self.decode_calls.append(len(sources))
@@ -132,6 +134,11 @@ class Recording(GpuManipulator):
     def encode_jpegs(self, images: list[torch.Tensor], quality: int) -> list[torch.Tensor]:
         self.encode_calls.append((len(images), quality))
         return super().encode_jpegs(images, quality)
+
+    def probe_device(self) -> None:
+        if self.probe_failure is not None:
+            raise self.probe_failure
+        super().probe_device()
 
 
 def make_job(data: bytes, query: str, max_pixels: int = 50_000_000) -> ImageJob:
@@ -225,8 +232,9 @@ async def test_bad_images_fail_alone(photo: Image.Image) -> None:
     assert isinstance(outcomes[4], UnprocessableImageError)
     assert "over this source's limit of 1000" in outcomes[4].public_message
     assert isinstance(outcomes[5], ImageResult)
-    # One batched call for the three JPEGs on the device route, then one call each.
-    assert manipulator.decode_calls == [3, 1, 1, 1]
+    # The truncated JPEG lacks its EOI marker, so Pillow decodes it, and one batched call
+    # decodes the two whole JPEGs.
+    assert manipulator.decode_calls == [2]
 
 
 async def test_rejected_jpeg_decodes_on_host() -> None:
@@ -340,6 +348,50 @@ async def test_cuda_error_falls_back(caplog: pytest.LogCaptureFixture) -> None:
     assert "reason=cuda_error" in caplog.records[0].getMessage()
 
 
+async def test_broken_device_moves_to_cpu(caplog: pytest.LogCaptureFixture) -> None:
+    metrics = Metrics()
+    manipulator = Recording(metrics=metrics)
+    manipulator.transform_failure = torch.AcceleratorError("CUDA error: an illegal memory access")
+    manipulator.probe_failure = torch.AcceleratorError("CUDA error: an illegal memory access")
+    data = (SAMPLES / "DSCN0010.jpg").read_bytes()
+
+    with caplog.at_level(logging.ERROR, logger="darkroom_gpu.manipulators.gpu"):
+        first = await manipulator.process_many([make_job(data, "w=40"), make_job(data, "w=50")])
+    decodes = len(manipulator.decode_calls)
+    manipulator.transform_failure = None
+    later = await manipulator.process(make_job(data, "w=60"))
+    jobs = [make_job(data, "w=70"), make_job(b"not an image", "w=9")]
+    many = await manipulator.process_many(jobs)
+    await manipulator.close()
+
+    assert all(isinstance(outcome, ImageResult) for outcome in first)
+    assert manipulator.failure == "CUDA error: an illegal memory access"
+    assert len(caplog.records) == 1
+    assert "unusable after a CUDA error" in caplog.records[0].getMessage()
+    assert later.device == "cpu"
+    assert later.size == Size(width=60, height=45)
+    assert isinstance(many[0], ImageResult)
+    assert isinstance(many[1], UnsupportedMediaTypeError)
+    assert len(manipulator.decode_calls) == decodes
+    assert fallbacks(metrics, FallbackReason.CUDA_ERROR) == 5
+
+
+async def test_passing_probe_keeps_device() -> None:
+    manipulator = Recording()
+    manipulator.transform_failure = torch.AcceleratorError("CUDA error: invalid configuration")
+    data = (SAMPLES / "DSCN0010.jpg").read_bytes()
+
+    await manipulator.process(make_job(data, "w=40"))
+    decodes = len(manipulator.decode_calls)
+    manipulator.transform_failure = None
+    result = await manipulator.process(make_job(data, "w=50"))
+    await manipulator.close()
+
+    assert manipulator.failure is None
+    assert result.device is None
+    assert len(manipulator.decode_calls) == decodes + 1
+
+
 async def test_transform_error_fails_alone() -> None:
     manipulator = Recording()
     manipulator.transform_failure = ValueError("a bug in one transform")
@@ -413,6 +465,9 @@ async def test_serves_http_on_stand_in(aiohttp_client: AiohttpClient, image_root
         ("cmyk", False),
         ("png", False),
         ("truncated header", False),
+        ("truncated scan", False),
+        ("zero padding", True),
+        ("data appended", False),
     ],
 )
 def test_device_decodable_jpeg(photo: Image.Image, kind: str, expected: bool) -> None:
@@ -423,6 +478,9 @@ def test_device_decodable_jpeg(photo: Image.Image, kind: str, expected: bool) ->
         "cmyk": lambda: encoded(photo.convert("CMYK"), "JPEG"),
         "png": lambda: encoded(photo, "PNG"),
         "truncated header": lambda: encoded(photo, "JPEG")[:100],
+        "truncated scan": lambda: encoded(photo, "JPEG")[:-100],
+        "zero padding": lambda: encoded(photo, "JPEG") + bytes(16),
+        "data appended": lambda: encoded(photo, "JPEG") + b"trailer",
     }
     assert is_device_decodable_jpeg(samples[kind]()) is expected
 

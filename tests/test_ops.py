@@ -28,6 +28,7 @@ from darkroom_gpu.ops import (
     rotate,
     tint,
 )
+from darkroom_gpu.ops.resize import shrink_for_cuda_antialias
 
 PHOTO: Final = Path(__file__).parent.parent / "darkroom_gpu" / "samples" / "DSCN0010.jpg"
 
@@ -371,6 +372,60 @@ def test_resize_same_size_copies(device: str) -> None:
     result = resize(image, 13, 17, interpolation=Interpolation.BICUBIC, antialias=True)
     assert torch.equal(result, image)
     assert result.data_ptr() != image.data_ptr()
+
+
+# Shrinks of more than 64 times per axis, past which torch's antialiased CUDA kernel runs out of
+# shared memory: about 107 x 96 and 120 x 120.
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(("height", "width"), [(5, 6), (4, 16)])
+@pytest.mark.parametrize(
+    ("interpolation", "resample", "tolerance"),
+    [
+        (Interpolation.BICUBIC, Image.Resampling.BICUBIC, "resize_bicubic"),
+        (Interpolation.BILINEAR, Image.Resampling.BILINEAR, "resize_bilinear"),
+    ],
+)
+def test_resize_extreme_shrink_matches_pillow(
+    interpolation: Interpolation,
+    resample: Image.Resampling,
+    tolerance: str,
+    height: int,
+    width: int,
+    device: str,
+) -> None:
+    photo = _photo(device)
+    image = photo if width == 6 else torch.cat([photo] * 3, dim=-1)
+    expected = _to_tensor(_to_pil(image.cpu()).resize((width, height), resample))
+
+    result = resize(image, height, width, interpolation=interpolation, antialias=True)
+
+    _assert_close_to(result, expected, tolerance)
+
+
+def test_shrink_for_cuda_antialias_sizes() -> None:
+    batch = _photo("cpu")[None].float()
+
+    reduced = shrink_for_cuda_antialias(batch, 5, 6)
+    wide_only = shrink_for_cuda_antialias(batch, 240, 6)
+
+    assert tuple(reduced.shape) == (1, 3, 320, 384)
+    assert tuple(wide_only.shape) == (1, 3, 480, 384)
+    assert shrink_for_cuda_antialias(batch, 8, 10) is batch
+
+
+def test_shrink_for_cuda_antialias_close_to_direct() -> None:
+    batch = _photo("cpu")[None].float()
+    for interpolation in Interpolation:
+        direct = torch.nn.functional.interpolate(
+            batch, size=(5, 6), mode=interpolation.value, antialias=True
+        )
+        reduced = shrink_for_cuda_antialias(batch, 5, 6)
+        shrunk = torch.nn.functional.interpolate(
+            reduced, size=(5, 6), mode=interpolation.value, antialias=True
+        )
+        difference = (shrunk - direct).abs()
+        # Measured max 0.19 (bilinear) and 0.21 (bicubic) levels before rounding.
+        assert difference.max().item() <= 0.5, interpolation
 
 
 @pytest.mark.parametrize(("height", "width"), [(0, 5), (5, 0), (-1, 5)])

@@ -17,6 +17,7 @@ from PIL import Image
 
 from darkroom_gpu.server import create_app
 from darkroom_gpu.server.middleware import CLIENT_CLOSED_REQUEST, request_middleware
+from darkroom_gpu.server.state import MANIPULATOR
 from tests.conftest import (
     DATA,
     SAMPLES,
@@ -60,6 +61,21 @@ async def test_healthz_is_ok(client: Client) -> None:
     response = await client.get("/healthz")
     assert response.status == 200
     assert await response.json() == {"status": "ok"}
+
+
+async def test_healthz_fails_after_device_failure(client: Client) -> None:
+    manipulator = client.app[MANIPULATOR]
+    manipulator.failure = "CUDA error: an illegal memory access"
+
+    response = await client.get("/healthz")
+
+    assert response.status == 503
+    assert response.headers["Cache-Control"] == "no-store"
+    assert await response.json() == {
+        "status": "device_failed",
+        "device": "cpu",
+        "error": "CUDA error: an illegal memory access",
+    }
 
 
 async def test_readyz_reports_device_after_warm_up(client: Client) -> None:

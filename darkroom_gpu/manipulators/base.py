@@ -78,6 +78,11 @@ class Manipulator(ABC):
     """
 
     device: str
+    failure: str | None = None
+    """The reason the manipulator can no longer use its device, or None while it can.
+
+    Once set, it stays set until the process ends, and ``/healthz`` fails with it.
+    """
 
     @abstractmethod
     async def process(self, job: ImageJob) -> ImageResult:

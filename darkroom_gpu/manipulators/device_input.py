@@ -27,7 +27,10 @@ def is_device_decodable_jpeg(data: bytes) -> bool:
 
     Only baseline or extended sequential (SOF0, SOF1) 8-bit JPEGs with three YCbCr components
     qualify. Progressive, lossless and arithmetic-coded JPEGs, grayscale and CMYK ones, and
-    three-component JPEGs that an Adobe marker declares as RGB are left to Pillow.
+    three-component JPEGs that an Adobe marker declares as RGB are left to Pillow. So are files
+    that do not end with the EOI marker (zero padding aside): a truncated file then gets
+    Pillow's error on both devices, whatever nvJPEG would make of it. Files with other data
+    appended after the image are decoded by Pillow too, which is only slower.
 
     Args:
         data: the encoded image, starting with the SOI marker.
@@ -36,7 +39,7 @@ def is_device_decodable_jpeg(data: bytes) -> bool:
         Whether the device decoder should get the image. A malformed header returns False, so
         that Pillow reports the error.
     """
-    if not data.startswith(b"\xff\xd8"):
+    if not data.startswith(b"\xff\xd8") or not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
         return False
     adobe_transform: int | None = None
     position = 2

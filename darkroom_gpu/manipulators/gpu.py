@@ -19,8 +19,11 @@ A `MicroBatcher` groups concurrent jobs. Each batch then runs these phases:
 Isolation and fallback: an image that fails to decode or transform fails alone with its own
 error. CUDA out-of-memory splits the failing group in halves and retries, and a single image
 still out of memory runs through the CPU manipulator. Any other CUDA error sends the rest of
-the batch to the CPU manipulator. Each image handed to the CPU is counted in
-``darkroom_gpu_fallbacks_total{reason}``.
+the batch to the CPU manipulator, and a tiny probe then shows whether the device still works.
+Some CUDA errors (an illegal memory access, a device-side assert) leave the CUDA context
+unusable until the process ends. After one of those, `failure` is set, every later job runs
+on the CPU manipulator, and ``/healthz`` reports the failure so that an orchestrator restarts
+the process. Each image handed to the CPU is counted in ``darkroom_gpu_fallbacks_total{reason}``.
 
 One dedicated thread per manipulator owns every call that touches the device, because
 torchvision keeps one process-wide nvJPEG decoder behind a lock and because CUDA work issued
@@ -35,7 +38,7 @@ import io
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -188,6 +191,7 @@ class GpuManipulator(Manipulator):
         )
         self._fallback_log = FallbackLog(self.device, FALLBACK_LOG_INTERVAL)
         self.fallback_counts: Counter[FallbackReason] = Counter()
+        self.failure: str | None = None
 
     @property
     def kernels(self) -> KernelBackend:
@@ -205,6 +209,8 @@ class GpuManipulator(Manipulator):
         """
         if self._batcher.closed:
             raise BatcherClosedError()
+        if self.failure is not None:
+            return await self._process_on_cpu(job)
         loop = asyncio.get_running_loop()
         prepared = await loop.run_in_executor(self._cpu_pool, self._prepare, job)
         if prepared.needs_host:
@@ -223,6 +229,8 @@ class GpuManipulator(Manipulator):
         """
         if self._batcher.closed:
             raise BatcherClosedError()
+        if self.failure is not None:
+            return await _gather_outcomes(self._process_on_cpu(job) for job in jobs)
         loop = asyncio.get_running_loop()
         prepared = await asyncio.gather(
             *(loop.run_in_executor(self._cpu_pool, self._prepare, job) for job in jobs),
@@ -273,7 +281,8 @@ class GpuManipulator(Manipulator):
         await asyncio.to_thread(self._device_thread.shutdown, wait=True)
         await asyncio.to_thread(self._cpu_pool.shutdown, wait=True)
         await self._cpu.close()
-        if self._cuda:
+        # A broken CUDA context would raise again here.
+        if self._cuda and self.failure is None:
             with torch.cuda.device(self._device):
                 torch.cuda.empty_cache()
 
@@ -297,6 +306,17 @@ class GpuManipulator(Manipulator):
     def transform(self, image: torch.Tensor, plan: TransformPlan) -> torch.Tensor:
         """Run the planned steps on one image on the device (`pipeline.run_steps`)."""
         return pipeline.run_steps(image, plan)
+
+    def probe_device(self) -> None:
+        """Run a tiny operation on the device and wait for it.
+
+        Raises:
+            torch.AcceleratorError: the device's CUDA context is no longer usable.
+        """
+        probe = torch.ones(1, device=self._device).add_(1)
+        if self._cuda:
+            torch.cuda.synchronize(self._device)
+        probe.cpu()
 
     def encode_jpegs(self, images: list[torch.Tensor], quality: int) -> list[torch.Tensor]:
         """Encode RGB images as JPEG in one call.
@@ -334,6 +354,29 @@ class GpuManipulator(Manipulator):
     def _init_device_thread(self) -> None:
         if self._cuda:
             torch.cuda.set_device(self._device)
+
+    async def _process_on_cpu(self, job: ImageJob) -> ImageResult:
+        """Run a job on the CPU manipulator because the device has failed."""
+        self._count_fallback(FallbackReason.CUDA_ERROR, 1, f"the device failed: {self.failure}")
+        return await self._cpu.process(job)
+
+    def _check_device_after(self, error: str) -> None:
+        """Set `failure` when the device no longer works after the CUDA error `error`.
+
+        Runs on the device thread. Errors of a single launch leave the device usable, so only a
+        failed probe turns the device off.
+        """
+        try:
+            self.probe_device()
+        except DEVICE_FAILURES as exc:
+            self.failure = error
+            logger.error(
+                "%s is unusable after a CUDA error (%s; the probe then failed: %s); every image "
+                "now runs on the CPU and /healthz fails until the server restarts",
+                self.device,
+                error,
+                _first_line(exc),
+            )
 
     def _prepare(self, job: ImageJob) -> _Prepared:
         started = time.perf_counter()
@@ -527,14 +570,15 @@ class GpuManipulator(Manipulator):
                 outcomes[start:stop] = group_outcomes
                 continue
 
-            # The exception and its frames are gone here, so their tensors can be freed.
-            self._release_cached_memory()
             if failure.reason is FallbackReason.CUDA_ERROR:
-                # The CUDA context may be unusable after such an error, so nothing more of this
-                # batch runs on the device.
+                # Nothing more of this batch runs on the device. Freeing cached memory is left
+                # out too, because it raises again when the CUDA context is broken.
+                self._check_device_after(failure.detail)
                 for left, right in [(start, stop), *groups]:
                     outcomes[left:right] = [failure] * (right - left)
                 break
+            # The exception and its frames are gone here, so their tensors can be freed.
+            self._release_cached_memory()
             if stop - start == 1:
                 outcomes[start] = failure
             else:
@@ -573,7 +617,12 @@ class GpuManipulator(Manipulator):
         self, works: list[_Work], clock: _Clock
     ) -> list[_Encoded | torch.Tensor | Exception]:
         started = time.perf_counter()
-        images = self._transform_all(works)
+        # nvJPEG encodes on a stream of its own, so the copies that make the images contiguous
+        # are issued here, before the synchronize.
+        images = [
+            image.contiguous() if isinstance(image, torch.Tensor) else image
+            for image in self._transform_all(works)
+        ]
         if self._cuda:
             # Kernels run asynchronously; wait so that their time counts as process, not encode.
             torch.cuda.synchronize(self._device)
@@ -707,6 +756,19 @@ class GpuManipulator(Manipulator):
     def _release_cached_memory(self) -> None:
         if self._cuda:
             torch.cuda.empty_cache()
+
+
+async def _gather_outcomes(
+    calls: Iterable[Awaitable[ImageResult]],
+) -> list[ImageResult | Exception]:
+    """Await `calls` together and return each one's result or the error it failed with."""
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    finished: list[ImageResult | Exception] = []
+    for outcome in outcomes:
+        if not isinstance(outcome, ImageResult | Exception):
+            raise outcome
+        finished.append(outcome)
+    return finished
 
 
 def _decode_with_pillow(item: _Prepared) -> torch.Tensor:

@@ -91,6 +91,8 @@ def _blur_direct(batch: torch.Tensor, sigma_y: float, sigma_x: float) -> torch.T
 
 
 def _blur_downscaled(batch: torch.Tensor, sigma: float) -> torch.Tensor:
+    if batch.shape[0] == 0:
+        return batch.clone()
     height, width = batch.shape[-2:]
     factor = math.ceil(sigma / DOWNSCALED_SIGMA)
     small_height = max(1, round(height / factor))

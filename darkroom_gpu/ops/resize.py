@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Final
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,12 @@ from darkroom_gpu.ops._compute import (
 )
 
 __all__ = ("Interpolation", "resize")
+
+# Largest shrink factor per axis given to torch's antialiased CUDA kernel. That kernel keeps its
+# filter windows in shared memory and fails once they outgrow it: on CUDA, 941 x 941 -> 10 x 10
+# bilinear fails (pytorch/vision issue 7671). By the kernel's launch code, every pass of this
+# module and of the blur fits within 64x.
+CUDA_MAX_ANTIALIAS_FACTOR: Final = 64
 
 
 class Interpolation(StrEnum):
@@ -61,6 +68,9 @@ def resize(
 
     if (height, width) == tuple(image.shape[-2:]):
         return image.clone()
+    if image.numel() == 0:
+        # CUDA rejects a kernel launch over zero images, so an empty batch never reaches one.
+        return image.new_empty((*image.shape[:-2], height, width))
 
     if _has_uint8_kernel(image, antialias):
         return _resize_uint8(image, height, width, interpolation)
@@ -116,6 +126,8 @@ def _interpolate(
 ) -> torch.Tensor:
     if tuple(batch.shape[-2:]) == (height, width):
         return batch
+    if antialias and batch.is_cuda:
+        batch = shrink_for_cuda_antialias(batch, height, width)
     return F.interpolate(
         batch,
         size=(height, width),
@@ -123,3 +135,27 @@ def _interpolate(
         align_corners=False,
         antialias=antialias,
     )
+
+
+def shrink_for_cuda_antialias(batch: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Average pixel blocks so that no axis shrinks more than `CUDA_MAX_ANTIALIAS_FACTOR` later.
+
+    An axis that would shrink further is first reduced by area averaging to that many times
+    its output size. The antialiased filter that follows then averages over at least 64 of
+    these blocks, so the result differs from a direct resize by a fraction of a level.
+
+    Args:
+        batch: (N, C, H, W) floating tensor.
+        height: output height of the resize that follows, >= 1.
+        width: output width of the resize that follows, >= 1.
+
+    Returns:
+        `batch` itself when no axis needs it, else (N, C, H', W') with H' = min(H, 64 * height)
+        and W' = min(W, 64 * width).
+    """
+    source_height, source_width = batch.shape[-2:]
+    reduced_height = min(source_height, CUDA_MAX_ANTIALIAS_FACTOR * height)
+    reduced_width = min(source_width, CUDA_MAX_ANTIALIAS_FACTOR * width)
+    if (reduced_height, reduced_width) == (source_height, source_width):
+        return batch
+    return F.adaptive_avg_pool2d(batch, (reduced_height, reduced_width))

@@ -25,7 +25,19 @@ async def handle_ping(request: web.Request) -> web.Response:
 
 
 async def handle_healthz(request: web.Request) -> web.Response:
-    """Report that the process is alive; does no work, so it stays fast under any load."""
+    """Report whether the process is alive and its device usable; fast under any load.
+
+    A GPU whose CUDA context broke cannot be used again by this process. The images then run
+    on the CPU, and the 503 makes an orchestrator's liveness probe restart the process.
+    """
+    manipulator = request.app[MANIPULATOR]
+    if manipulator.failure is not None:
+        return web.json_response(
+            {"status": "device_failed", "device": manipulator.device, "error": manipulator.failure},
+            status=503,
+            headers={"Cache-Control": "no-store"},
+            dumps=json_dumps,
+        )
     return web.json_response(
         {"status": "ok"}, headers={"Cache-Control": "no-store"}, dumps=json_dumps
     )
