@@ -222,11 +222,13 @@ async def test_gpu_memory_gauge_set() -> None:
 async def ready_client(aiohttp_client: AiohttpClient, root: Path, device: str) -> Client:
     settings = dataclasses.replace(make_settings(source_settings(root)), device=device)
     client = await aiohttp_client(create_app(settings))
+    # Warm-up on CUDA creates the context, starts nvJPEG and compiles the resize kernels, so
+    # it gets up to a minute.
     for _ in range(600):
         response = await client.get("/readyz")
         if response.status == 200:
             break
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)
     return client
 
 
