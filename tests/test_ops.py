@@ -28,6 +28,7 @@ from darkroom_gpu.ops import (
     rotate,
     tint,
 )
+from darkroom_gpu.ops._compute import device_values
 from darkroom_gpu.ops.resize import shrink_for_cuda_antialias
 
 PHOTO: Final = Path(__file__).parent.parent / "darkroom_gpu" / "samples" / "DSCN0010.jpg"
@@ -701,6 +702,15 @@ def test_flatten_half_transparent_over_white() -> None:
 def test_flatten_rejects_bad_background(background: tuple[int, int, int, int]) -> None:
     with pytest.raises(ImageShapeError, match="background: expected"):
         flatten(_random_image(4), background)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_device_values_keep_values(device: str) -> None:
+    values = device_values((0.299, 0.587, 0.114), torch.float32, torch.device(device))
+
+    assert values.device.type == device
+    assert values.dtype == torch.float32
+    assert values.tolist() == pytest.approx([0.299, 0.587, 0.114])
 
 
 # gaussian_blur

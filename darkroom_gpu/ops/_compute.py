@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 __all__ = (
     "clamp_premultiplied",
+    "device_values",
     "from_premultiplied",
     "from_working",
     "premultiply",
@@ -13,6 +16,22 @@ __all__ = (
     "to_working",
     "unpremultiply",
 )
+
+
+def device_values(
+    values: Sequence[float], dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """Return `values` as a 1-D tensor of `dtype` on `device`, without making the host wait.
+
+    ``torch.tensor(values, device="cuda")`` copies from pageable memory, and torch then makes
+    the host wait until the stream has run every kernel queued before the copy. A copy from
+    pinned memory with ``non_blocking=True`` is queued like a kernel instead, so the host goes
+    on queueing the image's next steps.
+    """
+    host = torch.tensor(values, dtype=dtype)
+    if device.type != "cuda":
+        return host.to(device)
+    return host.pin_memory().to(device, non_blocking=True)
 
 
 def to_working(image: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ from typing import Final
 import torch
 
 from darkroom_gpu.ops._checks import check_channel_values, check_image
-from darkroom_gpu.ops._compute import from_working, to_working
+from darkroom_gpu.ops._compute import device_values, from_working, to_working
 
 __all__ = ("flatten", "grayscale", "tint")
 
@@ -55,7 +55,7 @@ def tint(image: torch.Tensor, color: tuple[int, int, int]) -> torch.Tensor:
     check_channel_values("color", color, 3)
 
     luma = _luma(to_working(image))
-    scale = torch.tensor(color, dtype=luma.dtype, device=image.device).reshape(3, 1, 1) / 255
+    scale = device_values(color, luma.dtype, image.device).reshape(3, 1, 1) / 255
     return _with_colour(image, from_working(luma * scale, image.dtype))
 
 
@@ -85,7 +85,7 @@ def flatten(image: torch.Tensor, background: tuple[int, int, int, int]) -> torch
         return image.clone()
 
     working = to_working(image) / 255
-    fill = torch.tensor(background, dtype=working.dtype, device=image.device).reshape(4, 1, 1)
+    fill = device_values(background, working.dtype, image.device).reshape(4, 1, 1)
     fill = fill / 255
     colour, alpha = working[..., :3, :, :], working[..., 3:, :, :]
     fill_colour, fill_alpha = fill[:3], fill[3:]
@@ -104,7 +104,7 @@ def flatten(image: torch.Tensor, background: tuple[int, int, int, int]) -> torch
 
 def _luma(working: torch.Tensor) -> torch.Tensor:
     """Return the (..., 1, H, W) luma of a float image in [0, 255]."""
-    weights = torch.tensor(LUMA_WEIGHTS, dtype=working.dtype, device=working.device)
+    weights = device_values(LUMA_WEIGHTS, working.dtype, working.device)
     return (working[..., :3, :, :] * weights.reshape(3, 1, 1)).sum(dim=-3, keepdim=True)
 
 

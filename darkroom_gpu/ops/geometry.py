@@ -20,6 +20,7 @@ from darkroom_gpu.ops._checks import (
     check_positive_size,
 )
 from darkroom_gpu.ops._compute import (
+    device_values,
     from_premultiplied,
     from_working,
     premultiply,
@@ -98,7 +99,7 @@ def pad(
             f"fit on a {height} x {width} canvas"
         )
 
-    fill_values = torch.tensor(fill, dtype=torch.float32, device=image.device)
+    fill_values = device_values(fill, torch.float32, image.device)
     fill_values = from_working(fill_values, image.dtype).reshape(channels, 1, 1)
     canvas = fill_values.expand(*image.shape[:-2], height, width).clone()
     canvas[..., top : top + image_height, left : left + image_width] = image
