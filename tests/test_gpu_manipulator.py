@@ -232,7 +232,7 @@ async def test_bad_images_fail_alone(photo: Image.Image) -> None:
     assert isinstance(outcomes[4], UnprocessableImageError)
     assert "over this source's limit of 1000" in outcomes[4].public_message
     assert isinstance(outcomes[5], ImageResult)
-    # The truncated JPEG lacks its EOI marker, so Pillow decodes it, and one batched call
+    # The truncated JPEG has no EOI marker, so Pillow decodes it, and one batched call
     # decodes the two whole JPEGs.
     assert manipulator.decode_calls == [2]
 
@@ -376,6 +376,45 @@ async def test_broken_device_moves_to_cpu(caplog: pytest.LogCaptureFixture) -> N
     assert fallbacks(metrics, FallbackReason.CUDA_ERROR) == 5
 
 
+async def test_queued_jobs_skip_broken_device(caplog: pytest.LogCaptureFixture) -> None:
+    metrics = Metrics()
+    manipulator = Recording(BatchSettings(max_wait_ms=2.0, max_images=1), metrics)
+    manipulator.transform_failure = torch.AcceleratorError("CUDA error: an illegal memory access")
+    manipulator.probe_failure = torch.AcceleratorError("CUDA error: an illegal memory access")
+    data = (SAMPLES / "DSCN0010.jpg").read_bytes()
+
+    with caplog.at_level(logging.ERROR, logger="darkroom_gpu.manipulators.gpu"):
+        results = await asyncio.gather(
+            *(manipulator.process(make_job(data, f"w={w}")) for w in (40, 50, 60))
+        )
+    await manipulator.close()
+
+    assert [result.size.width for result in results] == [40, 50, 60]
+    assert manipulator.decode_calls == [1]
+    assert len(caplog.records) == 1
+    assert fallbacks(metrics, FallbackReason.CUDA_ERROR) == 3
+
+
+async def test_decode_failure_spares_host_decoded(
+    photo: Image.Image, caplog: pytest.LogCaptureFixture
+) -> None:
+    manipulator = Recording()
+    manipulator.decode_failure = torch.AcceleratorError("CUDA error: an illegal memory access")
+    manipulator.probe_failure = torch.AcceleratorError("CUDA error: an illegal memory access")
+    # Any transform on the device would fail the image, so a result shows that none ran.
+    manipulator.transform_failure = ValueError("the broken device transformed an image")
+    data = (SAMPLES / "DSCN0010.jpg").read_bytes()
+    jobs = [make_job(data, "w=40"), make_job(data, "w=50"), make_job(encoded(photo, "PNG"), "w=60")]
+
+    with caplog.at_level(logging.ERROR, logger="darkroom_gpu.manipulators.gpu"):
+        outcomes = await manipulator.process_many(jobs)
+    await manipulator.close()
+
+    assert [type(outcome) for outcome in outcomes] == [ImageResult] * 3
+    assert manipulator.failure == "CUDA error: an illegal memory access"
+    assert len(caplog.records) == 1
+
+
 async def test_passing_probe_keeps_device() -> None:
     manipulator = Recording()
     manipulator.transform_failure = torch.AcceleratorError("CUDA error: invalid configuration")
@@ -467,7 +506,7 @@ async def test_serves_http_on_stand_in(aiohttp_client: AiohttpClient, image_root
         ("truncated header", False),
         ("truncated scan", False),
         ("zero padding", True),
-        ("data appended", False),
+        ("data appended", True),
     ],
 )
 def test_device_decodable_jpeg(photo: Image.Image, kind: str, expected: bool) -> None:

@@ -78,6 +78,17 @@ async def test_healthz_fails_after_device_failure(client: Client) -> None:
     }
 
 
+async def test_readyz_fails_after_device_failure(client: Client) -> None:
+    client.app[MANIPULATOR].failure = "CUDA error: an illegal memory access"
+
+    response = await client.get("/readyz")
+
+    assert response.status == 503
+    body = await response.json()
+    assert body["status"] == "device_failed"
+    assert body["error"] == "CUDA error: an illegal memory access"
+
+
 async def test_readyz_reports_device_after_warm_up(client: Client) -> None:
     response = await client.get("/readyz")
     for _ in range(100):

@@ -28,9 +28,10 @@ def is_device_decodable_jpeg(data: bytes) -> bool:
     Only baseline or extended sequential (SOF0, SOF1) 8-bit JPEGs with three YCbCr components
     qualify. Progressive, lossless and arithmetic-coded JPEGs, grayscale and CMYK ones, and
     three-component JPEGs that an Adobe marker declares as RGB are left to Pillow. So are files
-    that do not end with the EOI marker (zero padding aside): a truncated file then gets
-    Pillow's error on both devices, whatever nvJPEG would make of it. Files with other data
-    appended after the image are decoded by Pillow too, which is only slower.
+    with no EOI marker after the frame header: a truncated file then gets Pillow's error on
+    both devices, whatever nvJPEG would make of it. Byte stuffing keeps the EOI bytes out of
+    the compressed data, so a marker found there is the real end of the image, and data that
+    phones append after it does not matter.
 
     Args:
         data: the encoded image, starting with the SOI marker.
@@ -39,7 +40,7 @@ def is_device_decodable_jpeg(data: bytes) -> bool:
         Whether the device decoder should get the image. A malformed header returns False, so
         that Pillow reports the error.
     """
-    if not data.startswith(b"\xff\xd8") or not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+    if not data.startswith(b"\xff\xd8"):
         return False
     adobe_transform: int | None = None
     position = 2
@@ -63,7 +64,8 @@ def is_device_decodable_jpeg(data: bytes) -> bool:
                 return False
             precision, components = segment[0], segment[5]
             # Adobe transform 0 on three components means the samples are RGB, not YCbCr.
-            return precision == 8 and components == 3 and adobe_transform != 0
+            decodable = precision == 8 and components == 3 and adobe_transform != 0
+            return decodable and data.find(b"\xff\xd9", position) != -1
         elif marker in _SCAN_MARKERS or length < 2:
             return False
         position += 2 + length

@@ -160,7 +160,8 @@ class GpuManipulator(Manipulator):
             on `device`.
 
     Note:
-        The hooks `decode_jpegs`, `transform` and `encode_jpegs` run on the device thread.
+        The hooks `decode_jpegs`, `transform`, `encode_jpegs` and `probe_device` run on the
+        device thread.
         Subclasses may override them, for example to inject failures in tests.
     """
 
@@ -334,7 +335,9 @@ class GpuManipulator(Manipulator):
         started = time.perf_counter()
         try:
             largest = verify_kernels(self._device)
-        except DEVICE_FAILURES:
+        except DEVICE_FAILURES as exc:
+            if isinstance(exc, torch.AcceleratorError):
+                self._check_device_after(_first_line(exc))
             raise
         except Exception:
             # Any failure of the optional kernels leaves the torch ops, which do the same work.
@@ -366,9 +369,14 @@ class GpuManipulator(Manipulator):
         Runs on the device thread. Errors of a single launch leave the device usable, so only a
         failed probe turns the device off.
         """
+        if self.failure is not None:
+            return
         try:
             self.probe_device()
-        except DEVICE_FAILURES as exc:
+        except torch.cuda.OutOfMemoryError:
+            # Memory is short, but the context still works.
+            return
+        except torch.AcceleratorError as exc:
             self.failure = error
             logger.error(
                 "%s is unusable after a CUDA error (%s; the probe then failed: %s); every image "
@@ -411,9 +419,15 @@ class GpuManipulator(Manipulator):
     async def _run_batch(self, items: list[_Prepared]) -> list[ImageResult | Exception]:
         started = time.perf_counter()
         slots = [_Slot(item) for item in items]
-        await self._decode(slots)
+        clock = _Clock()
+        # `failure` is checked before each device phase, because it can be set by an earlier
+        # batch while these jobs were queued, or by this batch's decode.
+        if self.failure is None:
+            await self._decode(slots)
         decoded_at = time.perf_counter()
-        clock = await self._process_on_device(slots)
+        if self.failure is None:
+            clock = await self._process_on_device(slots)
+        self._hand_over_after_failure(slots)
         processed_at = time.perf_counter()
         await self._encode_on_host(slots)
         encoded_at = time.perf_counter()
@@ -429,6 +443,17 @@ class GpuManipulator(Manipulator):
             "encode": clock.encode + host_encode,
         }
         return [_finish(slot, started, timings) for slot in slots]
+
+    def _hand_over_after_failure(self, slots: list[_Slot]) -> None:
+        """Send the slots still without an outcome to the CPU manipulator once the device failed."""
+        if self.failure is None:
+            return
+        fallback = _Fallback(FallbackReason.CUDA_ERROR, f"the device failed: {self.failure}")
+        for slot in slots:
+            finished = (slot.encoded, slot.host_result, slot.fallback, slot.error)
+            if all(outcome is None for outcome in finished):
+                slot.pixels = None
+                slot.fallback = fallback
 
     async def _decode(self, slots: list[_Slot]) -> None:
         loop = asyncio.get_running_loop()

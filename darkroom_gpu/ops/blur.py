@@ -17,6 +17,7 @@ from darkroom_gpu.ops._compute import (
     to_batch,
     to_working,
 )
+from darkroom_gpu.ops.resize import shrink_for_cuda_antialias
 
 __all__ = ("gaussian_blur",)
 
@@ -98,8 +99,10 @@ def _blur_downscaled(batch: torch.Tensor, sigma: float) -> torch.Tensor:
     small_height = max(1, round(height / factor))
     small_width = max(1, round(width / factor))
 
+    # Tiny images keep at least one pixel, so they can shrink by more than `factor`.
+    source = shrink_for_cuda_antialias(batch, small_height, small_width) if batch.is_cuda else batch
     small = F.interpolate(
-        batch,
+        source,
         size=(small_height, small_width),
         mode="bilinear",
         align_corners=False,

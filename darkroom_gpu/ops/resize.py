@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from typing import Final
 
@@ -22,8 +23,9 @@ __all__ = ("Interpolation", "resize")
 
 # Largest shrink factor per axis given to torch's antialiased CUDA kernel. That kernel keeps its
 # filter windows in shared memory and fails once they outgrow it: on CUDA, 941 x 941 -> 10 x 10
-# bilinear fails (pytorch/vision issue 7671). By the kernel's launch code, every pass of this
-# module and of the blur fits within 64x.
+# bilinear fails (pytorch/vision issue 7671). By the kernel's launch code, 64x fits this
+# module's one-axis bicubic passes and the blur's two-axis bilinear pass, but would not fit a
+# two-axis bicubic pass.
 CUDA_MAX_ANTIALIAS_FACTOR: Final = 64
 
 
@@ -140,9 +142,10 @@ def _interpolate(
 def shrink_for_cuda_antialias(batch: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Average pixel blocks so that no axis shrinks more than `CUDA_MAX_ANTIALIAS_FACTOR` later.
 
-    An axis that would shrink further is first reduced by area averaging to that many times
-    its output size. The antialiased filter that follows then averages over at least 64 of
-    these blocks, so the result differs from a direct resize by a fraction of a level.
+    An axis that would shrink further is first averaged over blocks of k pixels, with k the
+    smallest whole number that leaves it within the factor. The antialiased filter that
+    follows spans more than 32 of these blocks, so the result differs from a direct resize by
+    a fraction of a level (`tests/test_ops.py` bounds it).
 
     Args:
         batch: (N, C, H, W) floating tensor.
@@ -150,12 +153,12 @@ def shrink_for_cuda_antialias(batch: torch.Tensor, height: int, width: int) -> t
         width: output width of the resize that follows, >= 1.
 
     Returns:
-        `batch` itself when no axis needs it, else (N, C, H', W') with H' = min(H, 64 * height)
-        and W' = min(W, 64 * width).
+        `batch` itself when no axis needs it, else (N, C, ceil(H / kh), ceil(W / kw)). Blocks
+        at the bottom and right edges that are cut short average the pixels they cover.
     """
     source_height, source_width = batch.shape[-2:]
-    reduced_height = min(source_height, CUDA_MAX_ANTIALIAS_FACTOR * height)
-    reduced_width = min(source_width, CUDA_MAX_ANTIALIAS_FACTOR * width)
-    if (reduced_height, reduced_width) == (source_height, source_width):
+    block_height = math.ceil(source_height / (CUDA_MAX_ANTIALIAS_FACTOR * height))
+    block_width = math.ceil(source_width / (CUDA_MAX_ANTIALIAS_FACTOR * width))
+    if block_height == block_width == 1:
         return batch
-    return F.adaptive_avg_pool2d(batch, (reduced_height, reduced_width))
+    return F.avg_pool2d(batch, (block_height, block_width), ceil_mode=True, count_include_pad=False)

@@ -32,20 +32,22 @@ async def handle_healthz(request: web.Request) -> web.Response:
     """
     manipulator = request.app[MANIPULATOR]
     if manipulator.failure is not None:
-        return web.json_response(
-            {"status": "device_failed", "device": manipulator.device, "error": manipulator.failure},
-            status=503,
-            headers={"Cache-Control": "no-store"},
-            dumps=json_dumps,
-        )
+        return _device_failed(manipulator.device, manipulator.failure)
     return web.json_response(
         {"status": "ok"}, headers={"Cache-Control": "no-store"}, dumps=json_dumps
     )
 
 
 async def handle_readyz(request: web.Request) -> web.Response:
-    """Report ready with the device once the manipulator's warm-up pass has finished."""
-    device = request.app[MANIPULATOR].device
+    """Report ready with the device once the manipulator's warm-up pass has finished.
+
+    After the device has failed, the process answers 503 here too, so that traffic moves to
+    other replicas while it serves on the CPU until its restart.
+    """
+    manipulator = request.app[MANIPULATOR]
+    device = manipulator.device
+    if manipulator.failure is not None:
+        return _device_failed(device, manipulator.failure)
     if not request.app[READY].is_set():
         return web.json_response(
             {"status": "warming_up", "device": device},
@@ -55,6 +57,15 @@ async def handle_readyz(request: web.Request) -> web.Response:
         )
     return web.json_response(
         {"status": "ready", "device": device},
+        headers={"Cache-Control": "no-store"},
+        dumps=json_dumps,
+    )
+
+
+def _device_failed(device: str, error: str) -> web.Response:
+    return web.json_response(
+        {"status": "device_failed", "device": device, "error": error},
+        status=503,
         headers={"Cache-Control": "no-store"},
         dumps=json_dumps,
     )
