@@ -90,7 +90,7 @@ fi
 
 # Only the files with CUDA tests are collected, so that a module needing a package the machine
 # lacks (moto for the S3 tests, say) cannot stop the run at collection.
-mapfile -t cuda_files < <(grep -l "mark.cuda" tests/test_*.py)
+mapfile -t cuda_files < <(grep -lE '^\s*@?pytest\.mark\.cuda\b' tests/test_*.py)
 echo "== CUDA tests: pytest -m cuda ${cuda_files[*]}"
 timeout "$test_timeout" "$python" -m pytest -q -m cuda "${cuda_files[@]}" 2>&1 \
     | tee "$out/pytest-cuda.log"

@@ -1,7 +1,8 @@
 """Builders for test images that Pillow cannot write directly.
 
 16-bit and interlace-free PNGs of any colour type, GIFs with chosen frame rectangles and
-disposal methods, CMYK and YCCK JPEGs, and an ICC profile that swaps red and blue.
+disposal methods, CMYK and YCCK JPEGs, a JPEG with a broken Huffman table, and an ICC profile
+that swaps red and blue.
 """
 
 from __future__ import annotations
@@ -92,6 +93,25 @@ def adobe_transform_offset(data: bytes) -> int | None:
         return None
     # "Adobe" (5 bytes), version (2), flags0 (2), flags1 (2), then the transform byte.
     return name + 11
+
+
+def broken_huffman_table(data: bytes) -> bytes:
+    """Return a JPEG whose first Huffman table before the scan claims 255 codes of every length.
+
+    Its header still reads as a baseline JPEG and it still ends with EOI, but every decoder
+    rejects the table. Segments are walked from SOI, so a table inside an EXIF thumbnail is
+    skipped with its APP1 segment.
+    """
+    position = 2
+    while position + 4 <= len(data) and data[position + 1] != 0xDA:
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        if data[position + 1] == 0xC4:
+            broken = bytearray(data)
+            # Marker (2), length (2) and table class and id (1), then 16 code counts.
+            broken[position + 5 : position + 21] = b"\xff" * 16
+            return bytes(broken)
+        position += 2 + length
+    raise ValueError("the JPEG has no Huffman table before its scan")
 
 
 def swapped_profile() -> bytes:

@@ -30,6 +30,7 @@ from darkroom_gpu.metrics import Metrics
 from darkroom_gpu.options import parse_options
 from darkroom_gpu.server import create_app
 from tests.conftest import DATA, SAMPLES, Client, make_settings, open_image, source_settings
+from tests.images import broken_huffman_table
 
 pytestmark = [
     pytest.mark.cuda,
@@ -198,13 +199,19 @@ async def test_corrupt_jpeg_fails_alone_on_cuda() -> None:
     manipulator = GpuManipulator(
         torch.device("cuda:0"), workers=2, batching=ROOMY, metrics=Metrics()
     )
-    jobs = [make_job(good, "w=100"), make_job(good[: len(good) // 2], "w=100")]
+    jobs = [
+        make_job(good, "w=100"),
+        make_job(good[: len(good) // 2], "w=100"),
+        # Its header passes as baseline and it ends with EOI, so nvJPEG gets it.
+        make_job(broken_huffman_table(good), "w=100"),
+    ]
 
     results = await manipulator.process_many(jobs)
     await manipulator.close()
 
     assert isinstance(results[0], ImageResult)
     assert isinstance(results[1], UnprocessableImageError)
+    assert isinstance(results[2], UnprocessableImageError)
 
 
 async def test_gpu_memory_gauge_set() -> None:

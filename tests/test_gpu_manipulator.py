@@ -38,7 +38,7 @@ from darkroom_gpu.options import OutputFormat, parse_options
 from darkroom_gpu.pipeline import TransformPlan
 from darkroom_gpu.server import create_app
 from tests.conftest import DATA, SAMPLES, make_settings, open_image, source_settings
-from tests.images import swapped_profile
+from tests.images import broken_huffman_table, swapped_profile
 
 # torchvision 0.29 deprecates its image codecs in favour of torchcodec, but the manipulator
 # still uses them, so the warning is expected here.
@@ -219,6 +219,7 @@ async def test_bad_images_fail_alone(photo: Image.Image) -> None:
         make_job(b"not an image at all", "w=100"),
         make_job(good, "w=100", max_pixels=1000),
         make_job(good, "w=120&format=png"),
+        make_job(broken_huffman_table(good), "w=100"),
     ]
     manipulator = Recording()
 
@@ -232,9 +233,10 @@ async def test_bad_images_fail_alone(photo: Image.Image) -> None:
     assert isinstance(outcomes[4], UnprocessableImageError)
     assert "over this source's limit of 1000" in outcomes[4].public_message
     assert isinstance(outcomes[5], ImageResult)
-    # The truncated JPEG has no EOI marker, so Pillow decodes it, and one batched call
-    # decodes the two whole JPEGs.
-    assert manipulator.decode_calls == [2]
+    assert isinstance(outcomes[6], UnprocessableImageError)
+    # The truncated JPEG has no EOI marker, so Pillow decodes it. The device decoder gets the
+    # other three JPEGs together, rejects the batch, and then gets each one alone.
+    assert manipulator.decode_calls == [3, 1, 1, 1]
 
 
 async def test_rejected_jpeg_decodes_on_host() -> None:

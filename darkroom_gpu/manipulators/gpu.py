@@ -380,7 +380,7 @@ class GpuManipulator(Manipulator):
             self.failure = error
             logger.error(
                 "%s is unusable after a CUDA error (%s; the probe then failed: %s); every image "
-                "now runs on the CPU and /healthz fails until the server restarts",
+                "now runs on the CPU and /healthz and /readyz fail until the server restarts",
                 self.device,
                 error,
                 _first_line(exc),

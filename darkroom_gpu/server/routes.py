@@ -41,7 +41,7 @@ async def handle_healthz(request: web.Request) -> web.Response:
 async def handle_readyz(request: web.Request) -> web.Response:
     """Report ready with the device once the manipulator's warm-up pass has finished.
 
-    After the device has failed, the process answers 503 here too, so that traffic moves to
+    After the device has failed, the process returns 503 here too, so that traffic moves to
     other replicas while it serves on the CPU until its restart.
     """
     manipulator = request.app[MANIPULATOR]
