@@ -22,8 +22,9 @@ still out of memory runs through the CPU manipulator. Any other CUDA error sends
 the batch to the CPU manipulator, and a tiny probe then shows whether the device still works.
 Some CUDA errors (an illegal memory access, a device-side assert) leave the CUDA context
 unusable until the process ends. After one of those, `failure` is set, every later job runs
-on the CPU manipulator, and ``/healthz`` reports the failure so that an orchestrator restarts
-the process. Each image handed to the CPU is counted in ``darkroom_gpu_fallbacks_total{reason}``.
+on the CPU manipulator (queued ones included), and ``/healthz`` and ``/readyz`` report the
+failure so that an orchestrator restarts the process. Each image handed to the CPU is counted
+in ``darkroom_gpu_fallbacks_total{reason}``.
 
 One dedicated thread per manipulator owns every call that touches the device, because
 torchvision keeps one process-wide nvJPEG decoder behind a lock and because CUDA work issued
