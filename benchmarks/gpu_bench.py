@@ -32,6 +32,7 @@ import os
 import platform
 import sys
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -43,7 +44,7 @@ import torch
 
 from benchmarks.kernel_bench import KernelRow, kernel_cells, kernel_markdown, kernel_suites
 from darkroom_gpu.config import BatchSettings
-from darkroom_gpu.kernels import dispatch
+from darkroom_gpu.kernels import KernelBackend, dispatch
 from darkroom_gpu.manipulators.base import ImageJob, ImageResult, Manipulator
 from darkroom_gpu.manipulators.cpu import CpuManipulator
 from darkroom_gpu.manipulators.gpu import GpuManipulator
@@ -400,7 +401,7 @@ async def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     if device.type == "cuda":
         # The kernel suite launches Triton from this thread, on its current device.
-        torch.cuda.set_device(device)
+        torch.cuda.set_device(device.index or 0)
     batch_sizes = DRY_BATCH_SIZES if args.dry_run else FULL_BATCH_SIZES
     levels = DRY_CONCURRENCY if args.dry_run else FULL_CONCURRENCY
     iterations = DRY_ITERATIONS if args.dry_run else FULL_ITERATIONS
@@ -428,15 +429,22 @@ async def run(args: argparse.Namespace) -> int:
 
     await batch_suite(device, batch_sizes, iterations, budget, report)
     await concurrency_suite(device, levels, iterations, budget, report)
+    kernel_failed = False
     if with_kernels:
-        await kernel_suites(
-            device,
-            [make_job(workload) for workload in WORKLOADS],
-            dry_run=args.dry_run,
-            iterations=iterations,
-            next_cell=budget.next_cell,
-            add=report.add_kernel,
-        )
+        try:
+            await kernel_suites(
+                device,
+                [make_job(workload) for workload in WORKLOADS],
+                dry_run=args.dry_run,
+                iterations=iterations,
+                next_cell=budget.next_cell,
+                add=report.add_kernel,
+            )
+        except Exception:  # noqa: BLE001 - the rows measured so far are kept and the run goes on
+            # The kernel comparison comes last, so its failure must not lose the summary.
+            traceback.print_exc()
+            print("the kernel comparison failed; its rows so far are kept", file=sys.stderr)
+            kernel_failed = True
     else:
         print(
             "the kernel comparison is left out: it needs triton, and TRITON_INTERPRET=1 set "
@@ -447,7 +455,7 @@ async def run(args: argparse.Namespace) -> int:
     errors = sum(row.errors for row in report.rows)
     if errors:
         print(f"{errors} requests failed; see the errors column", file=sys.stderr)
-    return 1 if errors else 0
+    return 1 if errors or kernel_failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -469,9 +477,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def label(manipulator: Manipulator) -> str:
-    """Name a manipulator in the report: ``gpu@cuda:0``, ``gpu@cpu`` (the stand-in) or ``cpu``."""
+    """Name a manipulator in the report: ``gpu@cuda:0``, ``gpu@cpu`` (the stand-in) or ``cpu``.
+
+    ``+triton`` follows when the Triton kernels resize, so that a run whose kernels failed
+    their warm-up check and fell back to the torch ops shows it in every row.
+    """
     if isinstance(manipulator, GpuManipulator):
-        return f"gpu@{manipulator.device}"
+        kernels = "+triton" if manipulator.kernels is KernelBackend.TRITON else ""
+        return f"gpu@{manipulator.device}{kernels}"
     return "cpu"
 
 

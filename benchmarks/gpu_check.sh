@@ -123,11 +123,14 @@ elif [[ "${HTTP_BENCH:-0}" == 1 ]]; then
     if [[ "$dry_run" == 1 ]]; then
         http_args+=(--workloads W1 --concurrency 1,2 --duration 0.5 --max-requests 4)
     else
-        http_args+=(--gpu --device "$device" --quick)
+        # Waiting for other processes to go quiet would spend the time budget.
+        http_args+=(--gpu --device "$device" --quick --quiet-wait 0)
     fi
     "$python" -c "import matplotlib" 2>/dev/null || http_args+=(--no-charts)
     echo "== HTTP benchmark (timeout ${http_timeout} s): python -m benchmarks.run ${http_args[*]}"
-    timeout "$http_timeout" "$python" -m benchmarks.run "${http_args[@]}" 2>&1 \
+    # SIGINT, unlike timeout's default SIGTERM, lets the runner stop its server; it has written
+    # the report after each finished target.
+    timeout -s INT -k 15 "$http_timeout" "$python" -m benchmarks.run "${http_args[@]}" 2>&1 \
         | tee "$out/http.log"
     http_status=${PIPESTATUS[0]}
 fi

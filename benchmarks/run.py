@@ -291,10 +291,14 @@ async def benchmark(settings: RunSettings) -> tuple[Report, list[Path]]:
                 shutil.copy(workload.path, photos / copy_name)
         run = Run(settings, photos, work, report, progress, quiet_wait_left=settings.quiet_wait)
         try:
+            # The report is written after each target too, so a run stopped by a time limit
+            # keeps the targets it finished.
             for target in http_targets:
                 await _run_server(run, target)
+                write_report(report, settings.out, settings.name)
             for name, factory in in_process:
                 await _run_in_process(run, name, factory)
+                write_report(report, settings.out, settings.name)
         finally:
             progress.close()
     _note_disturbance(report)
@@ -447,7 +451,7 @@ async def _run_server(run: Run, target: HttpTarget) -> None:
                 measured += 1
         if target.merges_identical_requests:
             await _check_no_merged_requests(run, server)
-    except (ServerStartError, aiohttp.ClientError, TimeoutError) as exc:
+    except Exception as exc:  # noqa: BLE001 - recorded in the report; the other targets go on
         run.report.failures.append(f"{server.name}: {type(exc).__name__}: {exc}")
         run.progress.skip(run.cells_per_target() - measured)
     finally:
@@ -493,6 +497,7 @@ async def _warm_up_http(
 
 async def _run_in_process(run: Run, name: str, factory: Callable[[], Manipulator]) -> None:
     manipulator = factory()
+    measured = 0
     try:
         await manipulator.warm_up()
         tree = ProcessTree(os.getpid())
@@ -506,6 +511,10 @@ async def _run_in_process(run: Run, name: str, factory: Callable[[], Manipulator
                 await run.measure(
                     name, workload, clients, manipulator_calls(manipulator, job), tree
                 )
+                measured += 1
+    except Exception as exc:  # noqa: BLE001 - recorded in the report; the other targets go on
+        run.report.failures.append(f"{name}: {type(exc).__name__}: {exc}")
+        run.progress.skip(run.cells_per_target() - measured)
     finally:
         await manipulator.close()
 
