@@ -380,8 +380,9 @@ class GpuManipulator(Manipulator):
         except torch.AcceleratorError as exc:
             self.failure = error
             logger.error(
-                "%s is unusable after a CUDA error (%s; the probe then failed: %s); every image "
-                "now runs on the CPU and /healthz and /readyz fail until the server restarts",
+                "%s is unusable after a CUDA error (%s), and the probe that followed failed (%s). "
+                "Every image now runs on the CPU, and /healthz and /readyz fail until the server "
+                "restarts",
                 self.device,
                 error,
                 _first_line(exc),
